@@ -1,0 +1,203 @@
+"""Typed parameters: params.yaml is parsed into frozen pydantic models before any work starts.
+
+Unknown keys, wrong types and impossible values raise ConfigError naming the key's full dotted path,
+what was given and what is accepted, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from terrapipe.errors import ConfigError
+
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+S2Band = Literal["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+ERA5_VARIABLES = (
+    "2m_temperature", "2m_dewpoint_temperature", "surface_pressure",
+    "10m_u_component_of_wind", "10m_v_component_of_wind", "total_precipitation",
+)
+Era5Variable = Literal[
+    "2m_temperature", "2m_dewpoint_temperature", "surface_pressure",
+    "10m_u_component_of_wind", "10m_v_component_of_wind", "total_precipitation",
+]
+Sensor = Literal["s2", "s1", "landsat"]
+Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _unique(values: list) -> list:
+    duplicated = sorted({v for v in values if values.count(v) > 1})
+    if duplicated:
+        raise ValueError(f"duplicated entries {duplicated}")
+    return values
+
+
+class StudyParams(_Section):
+    """How much of the study definition in data/inputs/ to use."""
+    sites_per_aoi: int = Field(4, ge=1, le=1000)
+
+
+class Era5SampleParams(_Section):
+    missing_month_prob: Probability = 0.0
+
+
+class Era5Params(_Section):
+    source: Literal["sample", "cds"] = "sample"
+    dataset: Literal["reanalysis-era5-land-monthly-means",
+                     "reanalysis-era5-single-levels-monthly-means"] = "reanalysis-era5-land-monthly-means"
+    variables: list[Era5Variable] = Field(default_factory=lambda: list(ERA5_VARIABLES), min_length=1)
+    sample: Era5SampleParams = Era5SampleParams()
+
+    _unique_vars = field_validator("variables")(_unique)
+
+
+class SentinelSampleParams(_Section):
+    s2_gap_prob: Probability = 0.2
+    s1_gap_prob: Probability = 0.05
+    landsat_gap_prob: Probability = 0.35
+    swath_edge_prob: Probability = 0.1
+
+
+class SentinelParams(_Section):
+    source: Literal["sample", "stac"] = "sample"
+    sensors: list[Sensor] = Field(default_factory=lambda: ["s2", "s1", "landsat"], min_length=1)
+    s2_bands: list[S2Band] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
+    chip_size: int = Field(64, ge=8, le=2048, description="pixels per side on the 10 m grid")
+    months: int = Field(12, ge=1, le=12, description="monthly timesteps from each site's start date")
+    sample: SentinelSampleParams = SentinelSampleParams()
+
+    _unique_sensors = field_validator("sensors")(_unique)
+    _unique_bands = field_validator("s2_bands")(_unique)
+
+
+class AlphaEarthSampleParams(_Section):
+    n_points: int = Field(20000, ge=10)
+    dirty_fraction: float = Field(0.02, ge=0.0, le=0.5)
+
+
+class AlphaEarthParams(_Section):
+    source: Literal["sample", "http"] = "sample"
+    sample: AlphaEarthSampleParams = AlphaEarthSampleParams()
+
+
+class DeepEarthSampleParams(_Section):
+    n_observations: int = Field(2000, ge=10)
+    first_year: int = Field(2010, ge=1900, le=2100)
+    last_year: int = Field(2025, ge=1900, le=2100)
+    vision_fraction: float = Field(0.6, ge=0.0, le=1.0)
+    language_dim: int = Field(7168, ge=1)
+    vision_dim: int = Field(1408, ge=1)
+
+
+class DeepEarthParams(_Section):
+    source: Literal["sample", "huggingface"] = "sample"
+    sample: DeepEarthSampleParams = DeepEarthSampleParams()
+
+
+class SourcesParams(_Section):
+    era5: Era5Params = Era5Params()
+    sentinel: SentinelParams = SentinelParams()
+    alphaearth: AlphaEarthParams = AlphaEarthParams()
+    deepearth: DeepEarthParams = DeepEarthParams()
+
+
+class AlphaEarthCleaningParams(_Section):
+    """DeepEarth's filters for the AlphaEarth points (reference/deepearth-behaviour.md 2.2)."""
+    min_elevation_m: float = -500.0
+    max_elevation_m: float = 9000.0
+    unparseable_dates: Literal["drop", "default_2000"] = "drop"
+    time_origin_year: int = 1900
+    time_span_years: float = Field(200.0, gt=0)
+
+
+class NormalizeParams(_Section):
+    std_multiplier: float = Field(2.0, gt=0)
+    alphaearth: AlphaEarthCleaningParams = AlphaEarthCleaningParams()
+
+
+class SplitParams(_Section):
+    """DeepEarth spatiotemporal split: temporal holdout years + k square regions >= d km apart."""
+    test_years: list[int] = Field(default_factory=list)
+    num_regions: int = Field(5, ge=0, le=100)
+    region_size_km: float = Field(10.0, gt=0)
+    min_distance_km: float = Field(15.0, ge=0)
+    candidates: int = Field(1000, ge=1)
+    seed: int = 42
+
+
+class DeepEarthSplitParams(SplitParams):
+    require_vision: bool = True
+
+
+class SplitsParams(_Section):
+    sites: SplitParams = SplitParams(num_regions=3, region_size_km=10.0, min_distance_km=50.0)
+    deepearth: DeepEarthSplitParams = DeepEarthSplitParams(test_years=[2025])
+    alphaearth: SplitParams = SplitParams(num_regions=5, region_size_km=50.0, min_distance_km=200.0)
+
+
+class Params(_Section):
+    seed: int = 0
+    study: StudyParams = StudyParams()
+    sources: SourcesParams = SourcesParams()
+    normalize: NormalizeParams = NormalizeParams()
+    split: SplitsParams = SplitsParams()
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class that owns the key at ``loc`` (for listing accepted keys)."""
+    model: type[BaseModel] | None = Params
+    for key in loc[:-1]:
+        field = model.model_fields.get(key) if model else None
+        annotation = field.annotation if field else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _describe(error: dict) -> str:
+    path = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        owner = _model_at(error["loc"])
+        accepted = ", ".join(owner.model_fields) if owner else "see params.yaml"
+        return f"{path}: unknown key. Accepted keys here: {accepted}"
+    got = error.get("input")
+    message = error["msg"]
+    if kind == "literal_error":
+        message = "must be one of " + error["ctx"]["expected"]
+    return f"{path}: {message} (got {got!r})"
+
+
+def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ConfigError listing every problem with its full key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(err) for err in exc.errors()]
+        raise ConfigError(f"{origin}: {len(lines)} invalid parameter(s):\n  " + "\n  ".join(lines)
+                          + "\nFix these keys in the file (see README 'Parameters').") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found. Run from the repository root or pass --params.") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc}). Fix the syntax at the position shown.") from None
+    return parse_params(raw or {}, str(path))
+
+
+def accepted_values(literal) -> tuple:
+    """The values a Literal type admits (used by `terrapipe sources`)."""
+    return get_args(literal)

@@ -1,0 +1,56 @@
+"""Data sources. Each fetch stage has a ``source`` param choosing one backend; every backend writes
+the same raw layout under data/raw/<dataset>/, so everything downstream is source-independent.
+
+A backend is a function ``fetch(params, study, out_dir)`` that fills ``out_dir`` (a temporary folder
+that the stage renames into place when the function returns).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from terrapipe.errors import ConfigError
+
+# dataset -> source -> (module:function, one-line description)
+BACKENDS: dict[str, dict[str, tuple[str, str]]] = {
+    "era5": {
+        "sample": ("terrapipe.sources.sample:fetch_era5", "offline sample world, CDS-style monthly-means NetCDF"),
+        "cds": ("terrapipe.sources.era5:fetch_cds", "Copernicus Climate Data Store through cdsapi"),
+    },
+    "sentinel": {
+        "sample": ("terrapipe.sources.sample:fetch_sentinel", "offline sample world, S2 L2A / S1 / Landsat GeoTIFF chips"),
+        "stac": ("terrapipe.sources.sentinel:fetch_stac", "STAC API search + COG reads with rioxarray"),
+    },
+    "alphaearth": {
+        "sample": ("terrapipe.sources.sample_points:fetch_alphaearth", "offline sample world, metadata CSV + [N,64] tensor"),
+        "http": ("terrapipe.sources.alphaearth:fetch_http", "DeepEarth's published AlphaEarth files over HTTP"),
+    },
+    "deepearth": {
+        "sample": ("terrapipe.sources.sample_points:fetch_deepearth", "offline sample world, observations parquet"),
+        "huggingface": ("terrapipe.sources.deepearth:fetch_hf", "deepearth/central-florida-native-plants on the HF hub"),
+    },
+}
+
+
+def backend(dataset: str, source: str):
+    """Import and return the fetch function for ``dataset`` from ``source``."""
+    try:
+        target, _ = BACKENDS[dataset][source]
+    except KeyError:
+        accepted = ", ".join(BACKENDS.get(dataset, {}))
+        raise ConfigError(f"sources.{dataset}.source: unknown source {source!r}; accepted: {accepted}") from None
+    module_name, function = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ConfigError(f"sources.{dataset}.source: the {source!r} backend is not part of this version of "
+                          f"terrapipe yet; use source: sample") from None
+    return getattr(module, function)
+
+
+def fetch(dataset: str, params, study, out_dir: str | Path) -> None:
+    """Run the configured backend of ``dataset`` into ``out_dir``."""
+    source = getattr(params.sources, dataset).source
+    backend(dataset, source)(params, study, Path(out_dir))

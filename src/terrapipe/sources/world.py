@@ -1,0 +1,233 @@
+"""The sample world: a deterministic planet whose every field is a smooth function of place and time.
+
+All fields are sums of random plane waves over Earth-centred coordinates (metres), so any two
+queries of the same place (an ERA5 grid cell, a 10 m pixel, an AlphaEarth point) agree, at any
+scale and without seams. The causal chain is the one experiments should be able to recover:
+
+    terrain + latitude -> monthly climate (ERA5 variables, real units)
+    climate normals + local noise -> land cover (ESA WorldCover codes)
+    climate of the month + cover -> greenness (phenology) -> reflectance / backscatter
+    place + cover + year -> AlphaEarth-like 64-D unit embedding
+
+Typical values follow reference/earth-observation-facts.md.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+EARTH_RADIUS_M = 6_371_000.0
+WORLDCOVER = {"tree": 10, "shrub": 20, "grass": 30, "crop": 40, "built": 50, "bare": 60,
+              "snow": 70, "water": 80, "wetland": 90, "moss": 100}
+COVER_CODES = np.array(sorted(WORLDCOVER.values()))
+
+# Surface reflectance (fraction) per cover for S2 bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12.
+_SPECTRA_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+_SPECTRA = {
+    "water":   (0.05, 0.04, 0.02, 0.015, 0.01, 0.008, 0.005, 0.005, 0.002, 0.001),
+    "green":   (0.04, 0.08, 0.04, 0.12, 0.30, 0.38, 0.40, 0.40, 0.22, 0.12),   # green crops
+    "trees":   (0.025, 0.05, 0.025, 0.08, 0.25, 0.30, 0.32, 0.32, 0.15, 0.07),
+    "grass":   (0.04, 0.07, 0.05, 0.11, 0.22, 0.27, 0.29, 0.29, 0.25, 0.14),
+    "shrub":   (0.06, 0.09, 0.10, 0.14, 0.20, 0.23, 0.25, 0.25, 0.30, 0.22),
+    "bare":    (0.12, 0.16, 0.21, 0.24, 0.26, 0.28, 0.30, 0.30, 0.38, 0.33),
+    "built":   (0.09, 0.10, 0.11, 0.13, 0.15, 0.16, 0.17, 0.17, 0.20, 0.18),
+    "snow":    (0.85, 0.85, 0.83, 0.80, 0.78, 0.76, 0.74, 0.74, 0.10, 0.05),
+}
+# (dry / senescent spectrum, green spectrum) per vegetated cover: reflectance = mix by greenness.
+_VEG_ENDMEMBERS = {"tree": ("trees", "trees"), "crop": ("bare", "green"), "grass": ("shrub", "grass"),
+                   "shrub": ("bare", "shrub"), "wetland": ("water", "grass"), "moss": ("bare", "grass")}
+# Sentinel-1 backscatter (dB) per cover at full greenness: (VV, VH).
+_S1_DB = {"water": (-22.0, -30.0), "tree": (-7.0, -13.0), "crop": (-10.0, -17.0), "grass": (-10.0, -18.0),
+          "shrub": (-11.0, -19.0), "bare": (-12.0, -20.0), "built": (2.0, -8.0), "snow": (-15.0, -24.0),
+          "wetland": (-13.0, -20.0), "moss": (-12.0, -20.0)}
+_CODE_TO_NAME = {code: name for name, code in WORLDCOVER.items()}
+
+
+def lonlat_to_xyz(lat, lon) -> np.ndarray:
+    """Points on the sphere in metres, shape (..., 3): the coordinates every noise field is a function of."""
+    lat_r, lon_r = np.radians(np.asarray(lat, float)), np.radians(np.asarray(lon, float))
+    cos_lat = np.cos(lat_r)
+    return EARTH_RADIUS_M * np.stack([cos_lat * np.cos(lon_r), cos_lat * np.sin(lon_r), np.sin(lat_r)], axis=-1)
+
+
+class World:
+    """A planet drawn from ``seed``: same seed, same planet, bit for bit."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    # -- noise ------------------------------------------------------------------------------------
+    def noise(self, name: str, xyz: np.ndarray, wavelengths_m, weights=None, *, extra: int = 0) -> np.ndarray:
+        """Zero-mean, unit-variance smooth field named ``name`` (``extra`` gives e.g. one field per year)."""
+        weights = np.ones(len(wavelengths_m)) if weights is None else np.asarray(weights, float)
+        key = [self.seed, extra] + [ord(c) for c in name]
+        rng = np.random.default_rng(key)
+        waves_per_octave = 6
+        total = np.zeros(xyz.shape[:-1])
+        for wavelength, weight in zip(wavelengths_m, weights):
+            directions = rng.normal(size=(waves_per_octave, 3))
+            directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+            phases = rng.uniform(0, 2 * np.pi, waves_per_octave)
+            k = 2 * np.pi / wavelength
+            total += weight * np.cos(k * (xyz @ directions.T) + phases).sum(axis=-1)
+        return total / np.sqrt(waves_per_octave * (weights ** 2).sum() / 2)
+
+    # -- terrain ----------------------------------------------------------------------------------
+    def elevation(self, lat, lon) -> np.ndarray:
+        """Terrain height in metres (median about 250 m, 5% above 1000 m, capped at 6000 m)."""
+        n = self.noise("elevation", lonlat_to_xyz(lat, lon), [4e6, 1.2e6, 3e5, 6e4, 1e4, 2e3],
+                       [1.0, 0.6, 0.4, 0.2, 0.08, 0.03])
+        return np.clip(300.0 * np.exp(0.8 * n) - 50.0, -50.0, 6000.0)
+
+    # -- climate ----------------------------------------------------------------------------------
+    def monthly_climate(self, lat, lon, year: int, months) -> dict[str, np.ndarray]:
+        """Monthly means of the six OlmoEarth ERA5 variables at points, shape (P, M), in ERA5 units.
+
+        t2m, d2m [K]; sp [Pa]; u10, v10 [m/s]; tp [m per day, as in ERA5 monthly means].
+        """
+        lat = np.atleast_1d(np.asarray(lat, float))
+        lon = np.atleast_1d(np.asarray(lon, float))
+        months = np.atleast_1d(np.asarray(months, float))
+        xyz = lonlat_to_xyz(lat, lon)
+        elev = self.elevation(lat, lon)[:, None]
+        alat = np.abs(lat)[:, None]
+        hemi = np.where(lat >= 0, 1.0, -1.0)[:, None]
+        season = np.cos(2 * np.pi * (months[None, :] - 7.0) / 12.0) * hemi  # +1 in local summer
+        poleward = np.maximum(alat - 10.0, 0.0)
+
+        t_anom = 1.5 * self.noise("t-anom", xyz, [3e6, 8e5])[:, None]
+        t_year = 0.6 * self.noise("t-year", xyz, [3e6], extra=year)[:, None] + 0.02 * (year - 2000)
+        t_annual = 300.0 - 0.4 * poleward - 0.0035 * poleward ** 2 - 0.0065 * elev + t_anom + t_year
+        t2m = t_annual + (0.28 * alat + 1.0) * season
+
+        itcz_lat = 8.0 * np.cos(2 * np.pi * (months[None, :] - 7.0) / 12.0)
+        rain_mm = (7.0 * np.exp(-(((lat[:, None] - itcz_lat) / 10.0) ** 2))
+                   + 2.5 * np.exp(-((alat - 50.0) / 12.0) ** 2) * (1.0 - 0.3 * season)
+                   + 5.0 * np.exp(-((alat - 27.0) / 9.0) ** 2) * np.maximum(season, 0.0)  # summer monsoons
+                   + 0.3)
+        wet = np.exp(0.5 * self.noise("wetness", xyz, [2.5e6, 6e5, 1.5e5]))[:, None]
+        month_noise = np.stack([self.noise("tp-month", xyz, [1e6], extra=year * 12 + int(m)) for m in months], axis=1)
+        tp = rain_mm * wet * np.exp(0.3 * month_noise) / 1000.0
+
+        depression = 2.0 + 12.0 * np.exp(-tp * 1000.0 / 1.5)
+        d2m = t2m - depression
+
+        sp = 101325.0 * np.exp(-elev / 8000.0) + 300.0 * season + 150.0 * self.noise("sp", xyz, [2e6])[:, None]
+
+        lat2 = lat[:, None]
+        u10 = (-4.0 * np.exp(-(lat2 / 15.0) ** 2) + 5.0 * np.exp(-((alat - 45.0) / 10.0) ** 2)
+               - 2.0 * np.exp(-((alat - 75.0) / 8.0) ** 2) + 1.0 * self.noise("u10", xyz, [1.5e6, 4e5])[:, None]
+               + 0.5 * season)
+        v10 = (-np.sign(lat2) * 1.5 * np.exp(-(lat2 / 15.0) ** 2) + 0.8 * self.noise("v10", xyz, [1.5e6, 4e5])[:, None]
+               + 0.3 * np.sin(2 * np.pi * months[None, :] / 12.0))
+        return {"t2m": t2m, "d2m": d2m, "sp": sp, "u10": u10, "v10": v10, "tp": tp}
+
+    def climate_normals(self, lat, lon, year: int = 2020) -> dict[str, np.ndarray]:
+        """Annual summaries used to decide land cover: mean, coldest and warmest month [deg C], rain [mm/yr]."""
+        c = self.monthly_climate(lat, lon, year, np.arange(1, 13))
+        t_c = c["t2m"] - 273.15
+        return {"t_mean": t_c.mean(1), "t_cold": t_c.min(1), "t_warm": t_c.max(1),
+                "precip_mm": c["tp"].sum(1) * 1000.0 * 30.44}
+
+    # -- land cover -------------------------------------------------------------------------------
+    def land_cover(self, lat, lon, normals: dict | None = None) -> np.ndarray:
+        """ESA WorldCover class code at points (10 m scale detail from local noise fields)."""
+        lat = np.atleast_1d(np.asarray(lat, float))
+        lon = np.atleast_1d(np.asarray(lon, float))
+        normals = normals or self.climate_normals(lat, lon)
+        xyz = lonlat_to_xyz(lat, lon)
+        elev = self.elevation(lat, lon)
+        water = self.noise("water", xyz, [5e3, 1.5e3, 4e2], [1.0, 0.7, 0.4])
+        urban = self.noise("urban", xyz, [2e4, 4e3, 1e3], [1.0, 0.8, 0.5])
+        mosaic = self.noise("mosaic", xyz, [3e3, 8e2, 2.5e2], [1.0, 0.7, 0.4])
+
+        t_mean, precip = normals["t_mean"], normals["precip_mm"]
+        arid_threshold = np.maximum(20.0 * t_mean + 140.0, 100.0)  # Koppen B boundary (mm/yr)
+        humidity = precip / arid_threshold
+        cover = np.full(lat.shape, WORLDCOVER["grass"])
+        humid = humidity >= 1.0
+        cover = np.where(humid & (mosaic > 0.3), WORLDCOVER["tree"], cover)
+        cover = np.where(humid & (mosaic < -0.6) & (t_mean > 5), WORLDCOVER["crop"], cover)
+        semi = (humidity >= 0.5) & ~humid
+        cover = np.where(semi & (mosaic > 0.2), WORLDCOVER["shrub"], cover)
+        cover = np.where(semi & (mosaic < -0.8), WORLDCOVER["crop"], cover)
+        cover = np.where(humidity < 0.5, np.where(mosaic > 0.8, WORLDCOVER["shrub"], WORLDCOVER["bare"]), cover)
+        cover = np.where(t_mean < -4, np.where(mosaic > 0, WORLDCOVER["moss"], WORLDCOVER["grass"]), cover)
+        cover = np.where(normals["t_warm"] < 2, WORLDCOVER["snow"], cover)
+        cover = np.where((water > 1.0) & (water <= 1.5) & (elev < 300) & (humidity >= 0.8), WORLDCOVER["wetland"], cover)
+        cover = np.where(water > 1.5, WORLDCOVER["water"], cover)
+        cover = np.where((urban > 1.9) & (cover != WORLDCOVER["water"]), WORLDCOVER["built"], cover)
+        return cover.astype(np.uint8)
+
+    # -- phenology and sensors ---------------------------------------------------------------------
+    def greenness(self, cover: np.ndarray, climate: dict[str, np.ndarray], crop_phase: np.ndarray) -> np.ndarray:
+        """Vegetation greenness in [0, 1], shape (M, *cover.shape), driven by the months' climate.
+
+        ``climate`` holds one site's monthly series (M,); ``crop_phase`` (like ``cover``) shifts the
+        crop calendar per field so that crop types differ in their time series.
+        """
+        t_c = climate["t2m"] - 273.15
+        rain = climate["tp"] * 1000.0
+        potential = 1 / (1 + np.exp(-(t_c - 6.0) / 3.0)) * 1 / (1 + np.exp(-(rain - 0.8) / 0.4))  # (M,)
+        lagged = 0.6 * potential + 0.4 * np.roll(potential, 1)
+        m = len(t_c)
+        g = np.broadcast_to(lagged[:, None], (m, cover.size)).copy()
+        flat = cover.ravel()
+        g[:, flat == WORLDCOVER["tree"]] = 0.55 + 0.45 * lagged[:, None]
+        crops = flat == WORLDCOVER["crop"]
+        if crops.any():
+            peak = np.argmax(lagged) + crop_phase.ravel()[crops]               # per field
+            dist = np.abs(((np.arange(m)[:, None] - peak[None, :]) + m / 2) % m - m / 2)
+            g[:, crops] = np.exp(-(dist / 1.5) ** 2) * (0.3 + 0.7 * lagged.max())
+        g[:, np.isin(flat, [WORLDCOVER[k] for k in ("water", "built", "bare", "snow")])] = 0.0
+        return g.reshape((m,) + cover.shape)
+
+    @staticmethod
+    def s2_reflectance(cover: np.ndarray, greenness: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Surface reflectance per S2 L2A band, each (M, *cover.shape), with 3% multiplicative noise."""
+        m = greenness.shape[0]
+        refl = np.zeros((len(_SPECTRA_BANDS), m) + cover.shape)
+        for code in np.unique(cover):
+            name = _CODE_TO_NAME[int(code)]
+            where = cover == code
+            if name in _VEG_ENDMEMBERS:
+                dry, green = (np.array(_SPECTRA[e])[:, None, None] for e in _VEG_ENDMEMBERS[name])
+                g = greenness[:, where][None]
+                refl[:, :, where] = dry * (1 - g) + green * g
+            else:
+                spectrum = _SPECTRA["water" if name == "water" else "bare" if name == "bare" else name]
+                refl[:, :, where] = np.array(spectrum)[:, None, None]
+        refl *= rng.lognormal(0.0, 0.03, refl.shape)
+        bands = dict(zip(_SPECTRA_BANDS, refl))
+        bands["B01"] = bands["B02"] * 1.1 + 0.01
+        bands["B09"] = np.clip(0.3 * bands["B8A"], 0.02, 0.12)
+        return bands
+
+    @staticmethod
+    def s1_backscatter(cover: np.ndarray, greenness: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Sentinel-1 sigma0 in dB, each (M, *cover.shape), with gamma speckle (ENL 4.4, IW GRD)."""
+        out = {}
+        for i, pol in enumerate(("vv", "vh")):
+            base = np.zeros(greenness.shape)
+            for code in np.unique(cover):
+                name = _CODE_TO_NAME[int(code)]
+                db = _S1_DB[name][i]
+                where = cover == code
+                # vegetation adds volume scattering as it greens (strongest in VH)
+                base[:, where] = db - (3.0 + 2.0 * i) * (1.0 - greenness[:, where]) * (name in _VEG_ENDMEMBERS)
+            speckle = rng.gamma(4.4, 1 / 4.4, base.shape)
+            out[pol] = 10 * np.log10(10 ** (base / 10) * speckle)
+        return out
+
+    def alphaearth_embedding(self, lat, lon, cover: np.ndarray, year) -> np.ndarray:
+        """AlphaEarth-like unit vectors (N, 64): smooth in place, shifted by land cover, drifting by year."""
+        xyz = lonlat_to_xyz(lat, lon)
+        rng = np.random.default_rng([self.seed, 64])
+        wavelengths = [3e6, 1e6, 3e5, 1e5, 3e4, 1e4, 3e3, 1e3] * 4
+        features = [self.noise(f"ae-{i}", xyz, [w]) for i, w in enumerate(wavelengths)]
+        place = np.stack(features, axis=1)                                        # (N, 32)
+        onehot = (np.asarray(cover)[:, None] == COVER_CODES[None, :]).astype(float)  # (N, 11)
+        drift = ((np.asarray(year, float) - 2020.0) / 5.0)[:, None]
+        design = np.concatenate([place, 2.0 * onehot, drift], axis=1)
+        weights = rng.normal(size=(design.shape[1], 64)) / np.sqrt(design.shape[1])
+        emb = design @ weights
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
