@@ -14,11 +14,11 @@ from terrapipe.errors import ConfigError
 # dataset -> source -> (module:function, one-line description)
 BACKENDS: dict[str, dict[str, tuple[str, str]]] = {
     "era5": {
-        "sample": ("terrapipe.sources.sample:fetch_era5", "offline sample world, CDS-style monthly-means NetCDF"),
+        "sample": ("terrapipe.sources.sample_era5:fetch_era5", "offline sample world, CDS-style monthly-means NetCDF"),
         "cds": ("terrapipe.sources.era5:fetch_cds", "Copernicus Climate Data Store through cdsapi"),
     },
     "sentinel": {
-        "sample": ("terrapipe.sources.sample:fetch_sentinel", "offline sample world, S2 L2A / S1 / Landsat GeoTIFF chips"),
+        "sample": ("terrapipe.sources.sample_imagery:fetch_sentinel", "offline sample world, S2 L2A / S1 / Landsat GeoTIFF chips"),
         "stac": ("terrapipe.sources.sentinel:fetch_stac", "STAC API search + COG reads with rioxarray"),
     },
     "alphaearth": {
