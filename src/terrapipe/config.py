@@ -40,6 +40,7 @@ def _unique(values: list) -> list:
 class StudyParams(_Section):
     """How much of the study definition in data/inputs/ to use."""
     sites_per_aoi: int = Field(4, ge=1, le=1000)
+    months: int = Field(12, ge=1, le=12, description="monthly timesteps from each AOI's start date (OlmoEarth: 12)")
 
 
 class Era5SampleParams(_Section):
@@ -68,7 +69,6 @@ class SentinelParams(_Section):
     sensors: list[Sensor] = Field(default_factory=lambda: ["s2", "s1", "landsat"], min_length=1)
     s2_bands: list[S2Band] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
     chip_size: int = Field(64, ge=8, le=2048, description="pixels per side on the 10 m grid")
-    months: int = Field(12, ge=1, le=12, description="monthly timesteps from each site's start date")
     sample: SentinelSampleParams = SentinelSampleParams()
 
     _unique_sensors = field_validator("sensors")(_unique)

@@ -189,3 +189,15 @@ def write_default_inputs(inputs_dir: str | Path = INPUTS_DIR, sites_per_aoi: int
         pd.DataFrame(rows).to_csv(tmp / "sites.csv", index=False)
         species.to_csv(tmp / "species.csv", index=False)
         (tmp / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+
+
+def read_split_assignments(path: str | Path) -> dict[str, str]:
+    """id -> 'train' / 'test' from a split stage's assignments.parquet (e.g. the site split)."""
+    path = Path(path)
+    try:
+        frame = pd.read_parquet(path, columns=["id", "split"])
+    except FileNotFoundError:
+        raise InputDataError(path, "missing", "Run the split stage first (`dvc repro split@sites`)") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise InputDataError(path, f"unreadable or lacks columns id/split ({exc})", "Re-run the split stage") from None
+    return dict(zip(frame["id"].astype(str), frame["split"].astype(str)))

@@ -1,0 +1,179 @@
+"""Raw chips (data/raw/sentinel) -> the imagery training store (data/processed/sentinel).
+
+Store layout, one ``.npy`` per modality, memory-mappable, sample-major so that one sample is one
+contiguous read per modality (OlmoEarth's per-sample shapes):
+
+    s2.npy, s1.npy, landsat.npy   float32 [N, H, W, T, C]  normalized, missing = -99999
+    worldcover.npy, srtm.npy      float32 [N, H, W, 1, 1]  normalized
+    worldcover_class.npy          uint8   [N, H, W]        ESA class codes (labels for later tasks)
+    timestamps.npy                int32   [N, T, 3]        (day, month, year) of each timestep
+    sites.parquet                 row, site_id, aoi_id, split, epsg, x0, y0, latitude, longitude
+    stats.json                    per-band mean/std/count from TRAIN sites only, with units
+    store.json                    manifest: files, shapes, band names
+
+Values before normalization are physical: S2 as L2A reflectance x 10000 harmonized to the
+pre-04.00 baseline (the +1000 offset removed), S1 sigma0 dB, Landsat reflectance fraction and
+thermal K, SRTM metres, WorldCover class code.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from terrapipe.data.normalize import MISSING_VALUE, RunningStats, normalize, stats_to_json
+from terrapipe.errors import InputDataError
+
+LANDSAT_BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    bands: tuple[str, ...]
+    units: str
+    multitemporal: bool = True
+    unit_scale: float = 1.0  # physical value = (DN * scale + offset) * unit_scale
+
+
+def modalities(sensors, s2_bands) -> list[Modality]:
+    """The store's modalities for the configured sensors, maps always included."""
+    spec = {"s2": Modality("s2", tuple(s2_bands), "L2A reflectance x 10000 (harmonized, offset removed)", unit_scale=1e4),
+            "s1": Modality("s1", ("vv", "vh"), "sigma0 dB"),
+            "landsat": Modality("landsat", LANDSAT_BAND_NAMES, "reflectance (B1-B9), K (B10, B11)")}
+    return [spec[s] for s in sensors] + [Modality("worldcover", ("worldcover",), "ESA WorldCover code", False),
+                                         Modality("srtm", ("elevation",), "m", False)]
+
+
+def read_chip(path: Path, modality: Modality, size: int) -> np.ndarray:
+    """A raw GeoTIFF as float32 (C, H, W) in physical units, nodata -> MISSING_VALUE.
+
+    Refuses files without a CRS, with other bands than expected or of the wrong size: each would
+    silently misplace or mislabel pixels downstream.
+    """
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    fix = "Re-fetch it: `dvc repro -f fetch_sentinel` (or delete the file and run fetch_sentinel)"
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise InputDataError(path, "has no CRS", fix)
+            names = tuple(src.descriptions)
+            missing = [b for b in modality.bands if b not in names]
+            if missing:
+                raise InputDataError(path, f"band(s) {missing} missing (band descriptions are {list(names)})", fix)
+            if (src.height, src.width) != (size, size):
+                raise InputDataError(path, f"is {src.height}x{src.width} pixels, expected {size}x{size} "
+                                     "(sources.sentinel.chip_size)", fix)
+            index = [names.index(b) + 1 for b in modality.bands]
+            data = src.read(index).astype(np.float32)
+            nodata = src.nodata
+            scales = np.array([src.scales[i - 1] for i in index], np.float32)[:, None, None]
+            offsets = np.array([src.offsets[i - 1] for i in index], np.float32)[:, None, None]
+    except RasterioError as exc:
+        raise InputDataError(path, f"is not a readable GeoTIFF ({exc})", fix) from None
+    missing_px = ~np.isfinite(data) if nodata is None or np.isnan(nodata) else (data == nodata) | ~np.isfinite(data)
+    data = (data * scales + offsets) * modality.unit_scale
+    data[missing_px] = MISSING_VALUE
+    return data
+
+
+def site_sample(raw_dir: Path, site_id: str, modality: Modality, scenes, months: list, size: int) -> np.ndarray:
+    """One site's (H, W, T, C) array: each acquisition placed at its month, cloud-lost months missing."""
+    if not modality.multitemporal:
+        chip = read_chip(raw_dir / site_id / f"{modality.name}.tif", modality, size)
+        return np.moveaxis(chip, 0, -1)[:, :, None, :]
+    out = np.full((size, size, len(months), len(modality.bands)), MISSING_VALUE, np.float32)
+    month_index = {(m.year, m.month): t for t, m in enumerate(months)}
+    for scene in scenes:
+        date = scene.date
+        t = month_index.get((date.year, date.month))
+        if t is None:
+            continue  # an acquisition outside the study window
+        out[:, :, t, :] = np.moveaxis(read_chip(raw_dir / scene.path, modality, size), 0, -1)
+    return out
+
+
+def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_bands, chip_size: int,
+                months: int, std_multiplier: float, out_dir: Path) -> dict:
+    """Write the store into ``out_dir``; return the stats document.
+
+    Two streaming passes with one site in memory at a time: (1) raw physical values into the
+    memory-mapped arrays while accumulating per-band stats over train sites; (2) normalize in place.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from terrapipe.grid import site_grid
+    from terrapipe.study import site_months
+
+    scenes_path = raw_dir / "scenes.csv"
+    try:
+        scenes = pd.read_csv(scenes_path, parse_dates=["date"])
+    except (FileNotFoundError, ValueError, pd.errors.ParserError) as exc:
+        raise InputDataError(scenes_path, f"unreadable ({exc})", "Re-run fetch_sentinel") from None
+    for column in ("site_id", "sensor", "date", "path"):
+        if column not in scenes.columns:
+            raise InputDataError(scenes_path, f"missing column '{column}'", "Re-run fetch_sentinel")
+    missing_sites = sorted(set(sites["site_id"]) - set(scenes["site_id"]))
+    if missing_sites:
+        raise InputDataError(scenes_path, f"has no scenes for site(s) {missing_sites[:5]}",
+                             "Re-run fetch_sentinel so that it covers the selected sites (study.sites_per_aoi)")
+    unknown = sorted(set(sites["site_id"]) - set(split_of))
+    if unknown:
+        raise InputDataError("data/processed/splits/sites/assignments.parquet", f"no split for site(s) {unknown[:5]}",
+                             "Re-run the split@sites stage")
+    by_site_sensor = {key: list(g.itertuples()) for key, g in scenes.groupby(["site_id", "sensor"])}
+    mods = modalities(sensors, s2_bands)
+    n = len(sites)
+    arrays, stats = {}, {}
+    for mod in mods:
+        t = months if mod.multitemporal else 1
+        arrays[mod.name] = np.lib.format.open_memmap(out_dir / f"{mod.name}.npy", "w+", np.float32,
+                                                     (n, chip_size, chip_size, t, len(mod.bands)))
+        stats[mod.name] = RunningStats(len(mod.bands))
+    classes = np.lib.format.open_memmap(out_dir / "worldcover_class.npy", "w+", np.uint8, (n, chip_size, chip_size))
+    timestamps = np.zeros((n, months, 3), np.int32)
+    rows = []
+    for i, site in enumerate(tqdm(list(sites.itertuples(index=False)), desc="normalize_sentinel", unit="site", mininterval=2)):
+        site_month_list = site_months(site.start_date, months)
+        timestamps[i] = [(1, m.month, m.year) for m in site_month_list]
+        is_train = split_of[site.site_id] == "train"
+        for mod in mods:
+            sample = site_sample(raw_dir, site.site_id, mod, by_site_sensor.get((site.site_id, mod.name), []),
+                                 site_month_list, chip_size)
+            arrays[mod.name][i] = sample
+            if is_train:
+                stats[mod.name].update(sample)
+        classes[i] = np.where(arrays["worldcover"][i, :, :, 0, 0] == MISSING_VALUE, 0, arrays["worldcover"][i, :, :, 0, 0])
+        grid = site_grid(site.latitude, site.longitude, chip_size)
+        rows.append({"row": i, "site_id": site.site_id, "aoi_id": site.aoi_id, "split": split_of[site.site_id],
+                     "latitude": site.latitude, "longitude": site.longitude, "epsg": grid.epsg, "x0": grid.x0,
+                     "y0": grid.y0})
+    results = {mod.name: stats[mod.name].result() for mod in mods}
+    for mod in mods:
+        empty = [b for b, c in zip(mod.bands, results[mod.name]["count"]) if c == 0]
+        if empty:
+            raise InputDataError(raw_dir, f"{mod.name} band(s) {empty} have no valid pixel in any train site",
+                                 "Check the raw data, or the site split (split.sites) leaves no train site")
+    for mod in mods:  # pass 2: normalize in place, one site at a time
+        arr = arrays[mod.name]
+        for i in range(n):
+            arr[i] = normalize(arr[i], results[mod.name]["mean"], results[mod.name]["std"], std_multiplier)
+        arr.flush()
+    classes.flush()
+    np.save(out_dir / "timestamps.npy", timestamps)
+    pd.DataFrame(rows).to_parquet(out_dir / "sites.parquet", index=False)
+    document = {mod.name: stats_to_json(mod.bands, results[mod.name], units=mod.units,
+                                        std_multiplier=std_multiplier, computed_on="train sites")
+                for mod in mods}
+    manifest = {"layout": "N,H,W,T,C", "missing_value": MISSING_VALUE, "n_samples": n, "chip_size": chip_size,
+                "months": months,
+                "modalities": {mod.name: {"file": f"{mod.name}.npy", "shape": list(arrays[mod.name].shape),
+                                          "bands": list(mod.bands), "units": mod.units} for mod in mods}}
+    (out_dir / "stats.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out_dir / "store.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return document

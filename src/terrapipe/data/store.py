@@ -1,0 +1,72 @@
+"""Reading the processed training store: batches of multimodal samples straight from memory maps.
+
+One sample is one contiguous slice per modality, so a batch is ``len(batch) x modalities`` memcpy-
+speed reads from the page cache into reusable buffers: no decoding, no per-file opens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from terrapipe.errors import InputDataError
+
+SENTINEL_DIR = Path("data/processed/sentinel")
+ERA5_DIR = Path("data/processed/era5")
+
+
+class TrainingStore:
+    """The imagery store (+ the ERA5 site series, aligned by site) as memory-mapped arrays."""
+
+    def __init__(self, sentinel_dir: str | Path = SENTINEL_DIR, era5_dir: str | Path | None = ERA5_DIR):
+        import pandas as pd
+
+        sentinel_dir = Path(sentinel_dir)
+        manifest_path = sentinel_dir / "store.json"
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except FileNotFoundError:
+            raise InputDataError(manifest_path, "missing", "Run `dvc repro normalize_sentinel`") from None
+        self.sites = pd.read_parquet(sentinel_dir / "sites.parquet")
+        self.arrays = {name: np.load(sentinel_dir / spec["file"], mmap_mode="r")
+                       for name, spec in self.manifest["modalities"].items()}
+        self.arrays["timestamps"] = np.load(sentinel_dir / "timestamps.npy", mmap_mode="r")
+        if era5_dir is not None:
+            era5_dir = Path(era5_dir)
+            era5_sites = pd.read_parquet(era5_dir / "sites.parquet")["site_id"].tolist()
+            if era5_sites != self.sites["site_id"].tolist():
+                raise InputDataError(era5_dir / "sites.parquet", "lists other sites (or another order) than the "
+                                     f"imagery store {sentinel_dir}", "Re-run `dvc repro` so both stores are current")
+            self.arrays["era5"] = np.load(era5_dir / "series.npy", mmap_mode="r")
+        self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+    def indices(self, split: str | None = None) -> np.ndarray:
+        """Sample indices of one split ('train' / 'test'), or all."""
+        rows = self.sites["row"].to_numpy()
+        return rows if split is None else rows[(self.sites["split"] == split).to_numpy()]
+
+    def batch(self, indices) -> dict[str, np.ndarray]:
+        """Gather samples into per-modality arrays [B, ...]; buffers are reused between equal-size calls.
+
+        The returned arrays are overwritten by the next call of the same size: copy what you keep.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        key = (len(indices),)
+        if key not in self._buffers:
+            self._buffers[key] = {name: np.empty((len(indices),) + arr.shape[1:], arr.dtype)
+                                  for name, arr in self.arrays.items()}
+        out = self._buffers[key]
+        for name, arr in self.arrays.items():
+            np.take(arr, indices, axis=0, out=out[name])
+        return out
+
+    def iter_batches(self, split: str, batch_size: int, seed: int, *, drop_last: bool = True):
+        """Shuffled batches of one split; the order depends only on ``seed`` (deterministic)."""
+        idx = np.random.default_rng(seed).permutation(self.indices(split))
+        stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
+        for start in range(0, stop, batch_size):
+            yield self.batch(np.sort(idx[start:start + batch_size]))

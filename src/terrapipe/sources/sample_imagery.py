@@ -1,0 +1,238 @@
+"""Sample backend of fetch_sentinel: S2 L2A, S1 and Landsat chips plus WorldCover/SRTM maps per site.
+
+Raw layout (the STAC backend writes exactly the same):
+
+    scenes.csv                              site_id, sensor, date, path, scene_id, source
+    <site_id>/<sensor>/<YYYY-MM-DD>.tif     one acquisition per month; a cloudy month has no file
+    <site_id>/worldcover.tif, srtm.tif      static maps
+
+Every raster is on the site's 10 m UTM grid (chip_size x chip_size, origin snapped to 60 m so the
+20/30/60 m native grids nest), carries its CRS, transform, nodata, band descriptions, native
+resolution tags and the provider's scale/offset, in the provider's units: S2 L2A DN (reflectance *
+10000 + 1000 since processing baseline 04.00), S1 sigma0 in dB, Landsat Collection 2 Level-2 DN.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from terrapipe.grid import PIXEL_M, SiteGrid, site_grid
+from terrapipe.sources.world import World, lonlat_to_xyz
+
+
+
+@dataclass(frozen=True)
+class Band:
+    name: str
+    native_m: float
+    wavelength_nm: float | None = None
+
+
+S2_BANDS = {b.name: b for b in [
+    Band("B01", 60, 443), Band("B02", 10, 490), Band("B03", 10, 560), Band("B04", 10, 665),
+    Band("B05", 20, 705), Band("B06", 20, 740), Band("B07", 20, 783), Band("B08", 10, 842),
+    Band("B8A", 20, 865), Band("B09", 60, 945), Band("B11", 20, 1610), Band("B12", 20, 2190)]}
+S1_BANDS = [Band("vv", 10), Band("vh", 10)]
+LANDSAT_BANDS = [Band("B1", 30, 443), Band("B2", 30, 482), Band("B3", 30, 561), Band("B4", 30, 655),
+                 Band("B5", 30, 865), Band("B6", 30, 1609), Band("B7", 30, 2201), Band("B8", 15, 590),
+                 Band("B9", 30, 1373), Band("B10", 100, 10900), Band("B11", 100, 12000)]
+# Landsat reflective bands taken from the S2-like reflectance of the same surface.
+_LANDSAT_FROM_S2 = {"B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B8A", "B6": "B11", "B7": "B12"}
+S2_SCALE, S2_OFFSET = 1e-4, -0.1          # reflectance = DN * scale + offset (baseline >= 04.00)
+LS_SR_SCALE, LS_SR_OFFSET = 2.75e-5, -0.2  # Collection 2 Level-2 surface reflectance
+LS_ST_SCALE, LS_ST_OFFSET = 0.00341802, 149.0  # surface temperature in K
+S1_NODATA = -32768.0
+SRTM_NODATA = -32768
+
+
+def native_resolution(field: np.ndarray, native_m: float) -> np.ndarray:
+    """Average (..., H, W) over native-resolution cells and spread back onto the 10 m grid."""
+    factor = max(1, int(round(native_m / PIXEL_M)))
+    if factor == 1:
+        return field
+    h, w = field.shape[-2:]
+    ph, pw = -h % factor, -w % factor
+    padded = np.pad(field, [(0, 0)] * (field.ndim - 2) + [(0, ph), (0, pw)], mode="edge")
+    blocks = padded.reshape(padded.shape[:-2] + (padded.shape[-2] // factor, factor, padded.shape[-1] // factor, factor))
+    coarse = blocks.mean(axis=(-3, -1))
+    return np.repeat(np.repeat(coarse, factor, axis=-2), factor, axis=-1)[..., :h, :w]
+
+
+def _site_rng(seed: int, site_id: str, stream: str) -> np.random.Generator:
+    """An independent, order-free random stream per (site, purpose): same seed, same chips."""
+    return np.random.default_rng([seed, zlib.crc32(site_id.encode()), zlib.crc32(stream.encode())])
+
+
+def _acquisition_dates(rng, months, gap_prob: float) -> list:
+    """One acquisition per month (day drawn), dropping months lost to clouds."""
+    import pandas as pd
+    keep = rng.random(len(months)) >= gap_prob
+    days = rng.integers(1, 29, len(months))
+    return [(i, (m + pd.Timedelta(days=int(d) - 1))) for i, (m, d, k) in enumerate(zip(months, days, keep)) if k]
+
+
+def _swath_edge(rng, size: int, prob: float) -> np.ndarray | None:
+    """A diagonal no-data wedge, as at the edge of an orbit's swath (or None)."""
+    if rng.random() >= prob:
+        return None
+    i, j = np.mgrid[0:size, 0:size]
+    return (i + j) > rng.uniform(1.2, 1.8) * size
+
+
+def _write_tif(path: Path, grid: SiteGrid, data: np.ndarray, bands: list[Band], nodata, *,
+               scales=None, offsets=None, tags: dict | None = None) -> None:
+    import rasterio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {"driver": "GTiff", "height": grid.size, "width": grid.size, "count": len(bands),
+               "dtype": data.dtype.name, "crs": f"EPSG:{grid.epsg}", "transform": grid.transform,
+               "nodata": nodata, "compress": "deflate", "interleave": "band"}
+    if data.dtype.kind in "iu":
+        profile["predictor"] = 2
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, band in enumerate(bands, start=1):
+            dst.set_band_description(i, band.name)
+            band_tags = {"native_resolution_m": band.native_m}
+            if band.wavelength_nm:
+                band_tags["center_wavelength_nm"] = band.wavelength_nm
+            dst.update_tags(i, **band_tags)
+        if scales is not None:
+            dst.scales, dst.offsets = tuple(scales), tuple(offsets)
+        dst.update_tags(**(tags or {}))
+
+
+class _SiteSurface:
+    """Land cover, elevation and monthly greenness of one site's chip: shared by all its sensors."""
+
+    def __init__(self, world: World, grid: SiteGrid, site_lat: float, site_lon: float, months):
+        lat, lon = grid.pixel_lonlat()
+        self.cover = world.land_cover(lat.ravel(), lon.ravel()).reshape(lat.shape)
+        self.elevation = world.elevation(lat, lon)
+        years = sorted({m.year for m in months})
+        climate = {}
+        for year in years:  # the site's climate for exactly its months (which may span two years)
+            in_year = [m.month for m in months if m.year == year]
+            c = world.monthly_climate([site_lat], [site_lon], year, in_year)
+            for k, v in c.items():
+                climate.setdefault(k, []).append(v[0])
+        self.climate = {k: np.concatenate(v) for k, v in climate.items()}
+        phase = world.noise("crop-phase", lonlat_to_xyz(lat, lon), [2e3])
+        self.greenness = world.greenness(self.cover, self.climate, np.round(2.5 * phase).astype(int))
+
+
+def _write_s2(out: Path, grid, surface, dates, band_names, rng, edge_prob, site_id) -> list[dict]:
+    rows = []
+    bands = [S2_BANDS[b] for b in band_names]
+    for t, date in dates:
+        refl = World.s2_reflectance(surface.cover, surface.greenness[t:t + 1], rng)
+        dn = np.stack([native_resolution(refl[b.name][0], b.native_m) for b in bands])
+        dn = np.clip(np.round((dn - S2_OFFSET) / S2_SCALE), 1, 65535).astype(np.uint16)
+        edge = _swath_edge(rng, grid.size, edge_prob)
+        if edge is not None:
+            dn[:, edge] = 0
+        path = out / site_id / "s2" / f"{date:%Y-%m-%d}.tif"
+        _write_tif(path, grid, dn, bands, 0, scales=[S2_SCALE] * len(bands), offsets=[S2_OFFSET] * len(bands),
+                   tags={"SENSOR": "sentinel-2-l2a", "PROCESSING_BASELINE": "05.10", "BOA_ADD_OFFSET": -1000,
+                         "DATETIME": f"{date:%Y-%m-%dT10:30:00Z}", "SITE_ID": site_id})
+        rows.append((path, "s2", date))
+    return rows
+
+
+def _write_s1(out: Path, grid, surface, dates, rng, edge_prob, site_id) -> list[dict]:
+    rows = []
+    for t, date in dates:
+        sigma = World.s1_backscatter(surface.cover, surface.greenness[t:t + 1], rng)
+        db = np.stack([sigma["vv"][0], sigma["vh"][0]]).astype(np.float32)
+        edge = _swath_edge(rng, grid.size, edge_prob)
+        if edge is not None:
+            db[:, edge] = S1_NODATA
+        path = out / site_id / "s1" / f"{date:%Y-%m-%d}.tif"
+        _write_tif(path, grid, db, S1_BANDS, S1_NODATA,
+                   tags={"SENSOR": "sentinel-1-grd", "MODE": "IW", "UNITS": "dB", "QUANTITY": "sigma0",
+                         "DATETIME": f"{date:%Y-%m-%dT06:00:00Z}", "SITE_ID": site_id})
+        rows.append((path, "s1", date))
+    return rows
+
+
+def _write_landsat(out: Path, grid, surface, dates, rng, edge_prob, site_id) -> list[dict]:
+    rows = []
+    for t, date in dates:
+        refl = World.s2_reflectance(surface.cover, surface.greenness[t:t + 1], rng)
+        layers = {ls: refl[s2][0] for ls, s2 in _LANDSAT_FROM_S2.items()}
+        layers["B8"] = (refl["B02"][0] + refl["B03"][0] + refl["B04"][0]) / 3
+        layers["B9"] = np.full(surface.cover.shape, 0.005) * rng.lognormal(0, 0.2, surface.cover.shape)
+        t_air = surface.climate["t2m"][t]
+        bare = np.isin(surface.cover, [50, 60]).astype(float)
+        water = (surface.cover == 80).astype(float)
+        surface_t = t_air + 4.0 * bare * (1 - surface.greenness[t]) - 2.0 * water + rng.normal(0, 0.5, surface.cover.shape)
+        layers["B10"], layers["B11"] = surface_t, surface_t - 0.8
+        dn = []
+        for band in LANDSAT_BANDS:
+            value = native_resolution(layers[band.name], band.native_m)
+            scale, offset = (LS_ST_SCALE, LS_ST_OFFSET) if band.name in ("B10", "B11") else (LS_SR_SCALE, LS_SR_OFFSET)
+            dn.append(np.clip(np.round((value - offset) / scale), 1, 65535))
+        dn = np.stack(dn).astype(np.uint16)
+        edge = _swath_edge(rng, grid.size, edge_prob)
+        if edge is not None:
+            dn[:, edge] = 0
+        thermal = [b.name in ("B10", "B11") for b in LANDSAT_BANDS]
+        path = out / site_id / "landsat" / f"{date:%Y-%m-%d}.tif"
+        _write_tif(path, grid, dn, LANDSAT_BANDS, 0,
+                   scales=[LS_ST_SCALE if th else LS_SR_SCALE for th in thermal],
+                   offsets=[LS_ST_OFFSET if th else LS_SR_OFFSET for th in thermal],
+                   tags={"SENSOR": "landsat-c2-l2", "DATETIME": f"{date:%Y-%m-%dT10:00:00Z}", "SITE_ID": site_id})
+        rows.append((path, "landsat", date))
+    return rows
+
+
+def write_site(out: Path, world: World, site, params) -> list[tuple]:
+    """Write every raster of one site; return (path, sensor, date) rows for scenes.csv."""
+    from terrapipe.study import site_months
+
+    sp = params.sources.sentinel
+    grid = site_grid(site.latitude, site.longitude, sp.chip_size)
+    months = site_months(site.start_date, params.study.months)
+    surface = _SiteSurface(world, grid, site.latitude, site.longitude, months)
+    _write_tif(out / site.site_id / "worldcover.tif", grid, surface.cover[None], [Band("worldcover", 10)], 0,
+               tags={"PRODUCT": "ESA WorldCover", "SITE_ID": site.site_id})
+    srtm = np.round(native_resolution(surface.elevation, 30)).astype(np.int16)[None]
+    _write_tif(out / site.site_id / "srtm.tif", grid, srtm, [Band("elevation", 30)], SRTM_NODATA,
+               tags={"PRODUCT": "SRTM", "UNITS": "m", "SITE_ID": site.site_id})
+    rows = []
+    gaps = sp.sample
+    for sensor in sp.sensors:
+        rng = _site_rng(params.seed, site.site_id, sensor)
+        if sensor == "s2":
+            dates = _acquisition_dates(rng, months, gaps.s2_gap_prob)
+            rows += _write_s2(out, grid, surface, dates, sp.s2_bands, rng, gaps.swath_edge_prob, site.site_id)
+        elif sensor == "s1":
+            dates = _acquisition_dates(rng, months, gaps.s1_gap_prob)
+            rows += _write_s1(out, grid, surface, dates, rng, gaps.swath_edge_prob, site.site_id)
+        else:
+            dates = _acquisition_dates(rng, months, gaps.landsat_gap_prob)
+            rows += _write_landsat(out, grid, surface, dates, rng, gaps.swath_edge_prob, site.site_id)
+    return rows
+
+
+def fetch_sentinel(params, study, out_dir: Path) -> None:
+    """Generate every selected site's chips into ``out_dir`` and list them in scenes.csv."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    world = World(params.seed)
+    sites = list(study.sites.itertuples(index=False))
+    with ThreadPoolExecutor(max_workers=2) as pool:  # numpy and GDAL release the GIL
+        per_site = list(tqdm(pool.map(lambda s: write_site(out_dir, world, s, params), sites),
+                             total=len(sites), desc="fetch_sentinel[sample]", unit="site", mininterval=2))
+    rows = [{"site_id": site.site_id, "sensor": sensor, "date": f"{date:%Y-%m-%d}",
+             "path": str(path.relative_to(out_dir)), "scene_id": f"sample:{sensor}:{site.site_id}:{date:%Y%m%d}",
+             "source": "sample"}
+            for site, site_rows in zip(sites, per_site) for path, sensor, date in site_rows]
+    pd.DataFrame(rows, columns=["site_id", "sensor", "date", "path", "scene_id", "source"]).to_csv(
+        out_dir / "scenes.csv", index=False)

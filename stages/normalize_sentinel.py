@@ -1,0 +1,26 @@
+"""DVC stage normalize_sentinel: raw chips -> memory-mapped training store with train-split stats."""
+from pathlib import Path
+
+from terrapipe.stage import run_stage
+
+RAW = Path("data/raw/sentinel")
+SITE_SPLIT = Path("data/processed/splits/sites/assignments.parquet")
+OUT = Path("data/processed/sentinel")
+
+
+def main(args):
+    from terrapipe.atomic import atomic_path
+    from terrapipe.data.imagery import build_store
+    from terrapipe.study import load_study, read_split_assignments
+
+    params = args.params_obj
+    sentinel = params.sources.sentinel
+    sites = load_study(args.inputs, params.study.sites_per_aoi).sites
+    split_of = read_split_assignments(SITE_SPLIT)
+    with atomic_path(OUT, directory=True) as tmp:
+        build_store(RAW, sites, split_of, sentinel.sensors, sentinel.s2_bands, sentinel.chip_size,
+                    params.study.months, params.normalize.std_multiplier, tmp)
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)
