@@ -1,0 +1,26 @@
+"""Figures for issue 2: the default data stages (dvc repro on a fresh copy) and a no-op dvc repro.
+
+    python benchmarks/bench_pipeline.py
+
+Targets: data stages <= 120 s on the 2-core reference machine; no-op `dvc repro` <= 3 s.
+"""
+from __future__ import annotations
+
+import statistics
+
+from _common import repo_copy, report, run_measured
+
+
+def main() -> None:
+    repo = repo_copy()
+    run_measured(["dvc", "pull", "-q", "data.dvc"], repo)
+    seconds, _ = run_measured(["dvc", "repro"], repo)
+    report("default data stages (dvc repro, all stages)", seconds, "s", 120.0, "lower")
+    noop = [run_measured(["dvc", "repro"], repo)[0] for _ in range(3)]
+    report("no-op dvc repro (median of 3)", statistics.median(noop), "s", 3.0, "lower")
+    status, _ = run_measured(["dvc", "status"], repo)
+    print(f"(dvc status after the run: {status:.2f} s; workspace {repo})")
+
+
+if __name__ == "__main__":
+    main()

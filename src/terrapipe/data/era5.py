@@ -1,0 +1,212 @@
+"""ERA5 monthly means: read CDS NetCDF files, check their schema, build one series per site.
+
+The CDS has changed its NetCDF layout (``valid_time``, ``number``, ``expver`` since the 2024 move;
+``time`` with an ``expver`` dimension mixing ERA5 and ERA5T before) and ECMWF says the layout is not
+a stable format. So every file goes through ``open_era5``, which accepts both, normalises to
+(time, latitude, longitude) with the short variable names, and refuses anything else with an error
+that names the file and the field, instead of letting a renamed dimension become silent garbage.
+
+The normalize_era5 stage writes (data/processed/era5/), one row per selected site, T = study.months
+monthly steps from the site's start month, V = the configured variables in OlmoEarth's order (six):
+
+    series.npy        float32 [N, T, V]  normalized with train-site stats, missing = -99999
+    series_raw.npy    float32 [N, T, V]  ERA5 units (K, K, Pa, m s**-1, m s**-1, m per day), missing = -99999
+    sites.parquet     row, site_id, aoi_id, latitude, longitude, split, grid_latitude, grid_longitude
+    stats.json        per-variable mean/std/count from TRAIN sites only, with units and short names
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from terrapipe.data.normalize import MISSING_VALUE, band_stats, normalize, stats_to_json
+from terrapipe.errors import InputDataError, TerrapipeError
+
+DIMS = ("time", "latitude", "longitude")
+
+
+@dataclass(frozen=True)
+class Era5Variable:
+    cds: str             # the CDS request name, e.g. 2m_temperature
+    short: str           # the NetCDF variable name, e.g. t2m
+    units: str           # ERA5 units as written in the files
+    long_name: str
+    standard_name: str   # CF standard name
+    grib_short: str      # GRIB shortName, e.g. 2t
+    param_id: int        # ECMWF parameter id
+
+    @property
+    def band(self) -> str:
+        """OlmoEarth's band name for the variable (era5_10 modality)."""
+        return self.cds.replace("_", "-")
+
+
+# The six OlmoEarth era5_10 variables, in OlmoEarth's band order.
+VARIABLES = (
+    Era5Variable("2m_temperature", "t2m", "K", "2 metre temperature", "air_temperature", "2t", 167),
+    Era5Variable("2m_dewpoint_temperature", "d2m", "K", "2 metre dewpoint temperature", "dew_point_temperature", "2d", 168),
+    Era5Variable("surface_pressure", "sp", "Pa", "Surface pressure", "surface_air_pressure", "sp", 134),
+    Era5Variable("10m_u_component_of_wind", "u10", "m s**-1", "10 metre U wind component", "eastward_wind", "10u", 165),
+    Era5Variable("10m_v_component_of_wind", "v10", "m s**-1", "10 metre V wind component", "northward_wind", "10v", 166),
+    Era5Variable("total_precipitation", "tp", "m", "Total precipitation", "lwe_thickness_of_precipitation_amount", "tp", 228),
+)
+BY_CDS = {v.cds: v for v in VARIABLES}
+_UNIT_SPELLINGS = {"m s-1": "m s**-1", "m/s": "m s**-1", "kelvin": "K"}
+
+
+def selected(cds_names) -> tuple[Era5Variable, ...]:
+    """The configured variables in OlmoEarth's order (whatever order params.yaml lists them in)."""
+    return tuple(v for v in VARIABLES if v.cds in set(cds_names))
+
+
+def _fail(path, problem: str) -> InputDataError:
+    return InputDataError(path, problem, "Re-download it with `dvc repro -f fetch_era5` (monthly means from the CDS, "
+                          "NetCDF, ERA5 units K / Pa / m s**-1 / m)")
+
+
+def normalize_schema(ds, path, variables=VARIABLES):
+    """Bring a dataset in either CDS layout to dims (time, latitude, longitude) holding ``variables``.
+
+    Legacy files split recent months over an ``expver`` dimension (1 = ERA5, 5 = ERA5T, NaN where
+    the other one has the value): those are merged by taking the first non-NaN along it.
+    """
+    ds = ds.drop_vars([c for c in ("expver", "number") if c in ds.variables])
+    if "valid_time" in ds.dims:
+        ds = ds.rename({"valid_time": "time"})
+    if "expver" in ds.dims:
+        ds = functools.reduce(lambda first, other: first.combine_first(other),
+                              (ds.isel(expver=k) for k in range(ds.sizes["expver"])))
+    if "number" in ds.dims and ds.sizes["number"] == 1:
+        ds = ds.isel(number=0)
+    for dim in DIMS:
+        if dim not in ds.dims:
+            found = ", ".join(map(str, ds.dims)) or "none"
+            raise _fail(path, f"no {dim} dimension (found dimensions: {found}; expected valid_time or time, "
+                              "latitude, longitude)")
+    if not np.issubdtype(ds["time"].dtype, np.datetime64):
+        raise _fail(path, "the time coordinate is not a date (its units attribute is missing or unreadable)")
+    for var in variables:
+        if var.short not in ds.data_vars:
+            found = ", ".join(map(str, ds.data_vars)) or "none"
+            raise _fail(path, f"variable {var.short} missing ({var.cds}; found: {found})")
+        extra = set(ds[var.short].dims) - set(DIMS)
+        if extra:
+            raise _fail(path, f"variable {var.short} has unexpected dimension(s) {sorted(extra)}")
+        units = str(ds[var.short].attrs.get("units", "")).strip()
+        if _UNIT_SPELLINGS.get(units, units) != var.units:
+            raise _fail(path, f"variable {var.short} is in {units or 'unknown units'!r}, expected {var.units!r}")
+    ds = ds[[v.short for v in variables]].transpose(*DIMS)
+    if float(ds["longitude"].max()) > 180:  # legacy 0..360 grids
+        ds = ds.assign_coords(longitude=(ds["longitude"] + 180) % 360 - 180).sortby("longitude")
+    return ds
+
+
+def open_era5(path, variables=VARIABLES):
+    """Read one ERA5 monthly-means NetCDF fully into memory, normalised (see ``normalize_schema``)."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path, engine="netcdf4", cache=False) as ds:
+            ds = ds.load()
+    except FileNotFoundError:
+        raise _fail(path, "missing") from None
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:  # netCDF/HDF5 errors surface as these
+        raise _fail(path, f"not a readable NetCDF file, truncated or corrupt ({exc})") from None
+    return normalize_schema(ds, path, variables)
+
+
+def cell_series(ds, path, latitude, longitude, months, variables=VARIABLES):
+    """Values of the grid cells nearest to each point for each wanted month, (P, T, V), NaN where absent.
+
+    ``months`` is (P, T) of month starts; a month the file lacks, or holds as NaN (an ERA5T gap), is NaN.
+    Returns the values and the chosen cells' (latitude, longitude). A point off the grid is an error:
+    the nearest cell would be a different place.
+    """
+    import pandas as pd
+
+    lat_grid, lon_grid = ds["latitude"].to_numpy(), ds["longitude"].to_numpy()
+    latitude, longitude = np.asarray(latitude, float), np.asarray(longitude, float)
+    for grid, values, name in ((lat_grid, latitude, "latitude"), (lon_grid, longitude, "longitude")):
+        half = np.abs(np.diff(grid)).max() / 2 if grid.size > 1 else 0.0
+        outside = (values < grid.min() - half) | (values > grid.max() + half)
+        if outside.any():
+            raise _fail(path, f"a site at {name} {values[outside][0]} lies outside the file's grid "
+                              f"[{grid.min()}, {grid.max()}]")
+    i = np.abs(lat_grid[None, :] - latitude[:, None]).argmin(axis=1)
+    j = np.abs(lon_grid[None, :] - longitude[:, None]).argmin(axis=1)
+    cube = np.stack([ds[v.short].to_numpy() for v in variables], axis=-1)       # (time, lat, lon, V)
+    position = {m: k for k, m in enumerate(pd.DatetimeIndex(ds["time"].to_numpy()).to_period("M"))}
+    months = pd.PeriodIndex(np.ravel(months), freq="M")
+    k = np.array([position.get(m, -1) for m in months]).reshape(len(latitude), -1)
+    values = cube[np.where(k < 0, 0, k), i[:, None], j[:, None]].astype(np.float64)
+    values[k < 0] = np.nan
+    return values, lat_grid[i], lon_grid[j]
+
+
+def site_series(sites, raw_dir, n_months: int, variables=VARIABLES):
+    """Raw monthly series (N, T, V) in ERA5 units for ``sites`` (MISSING_VALUE where no file has a value).
+
+    Each site reads its AOI's files (``era5_<aoi>_<year>.nc``); a month comes from the first file
+    holding a value for it. Returns the series and the chosen grid cells' latitude and longitude (N,).
+    """
+    from terrapipe.study import site_months
+
+    series = np.full((len(sites), n_months, len(variables)), np.nan)
+    grid_lat, grid_lon = np.full(len(sites), np.nan), np.full(len(sites), np.nan)
+    for aoi_id, rows in sites.groupby("aoi_id", sort=False).indices.items():
+        paths = sorted(Path(raw_dir).glob(f"era5_{aoi_id}_[0-9][0-9][0-9][0-9].nc"))
+        if not paths:
+            raise InputDataError(raw_dir, f"no ERA5 file for AOI {aoi_id} (era5_{aoi_id}_<year>.nc)",
+                                 "Run `dvc repro fetch_era5` after changing the study or the ERA5 params")
+        group = sites.iloc[rows]
+        months = [site_months(d, n_months) for d in group["start_date"]]
+        for path in paths:
+            values, lat, lon = cell_series(open_era5(path, variables), path, group["latitude"],
+                                           group["longitude"], months, variables)
+            series[rows] = np.where(np.isnan(series[rows]), values, series[rows])
+            grid_lat[rows], grid_lon[rows] = lat, lon
+    series[np.isnan(series)] = MISSING_VALUE
+    return series.astype(np.float32), grid_lat, grid_lon
+
+
+def normalize_series(raw: np.ndarray, is_train: np.ndarray, variables=VARIABLES, std_multiplier: float = 2.0):
+    """Normalise (N, T, V) with per-variable stats of the training sites only; returns (series, stats JSON)."""
+    stats = band_stats(raw[is_train])
+    empty = [v.band for v, count in zip(variables, stats["count"]) if count == 0]
+    if empty:
+        raise TerrapipeError(f"ERA5 variable(s) {empty} have no valid value in any train site, so their statistics "
+                             "are undefined. Check the raw files in data/raw/era5, or the site split (split.sites)")
+    document = stats_to_json([v.band for v in variables], stats, modality="era5_10", std_multiplier=std_multiplier,
+                             computed_on="train sites", train_sites=int(is_train.sum()), months=raw.shape[1])
+    for var in variables:
+        document["bands"][var.band].update(short_name=var.short, units=var.units)
+    return normalize(raw, stats["mean"], stats["std"], std_multiplier), document
+
+
+def build_era5_dataset(raw_dir, sites, split_of: dict[str, str], variables, months: int, std_multiplier: float,
+                       out_dir) -> dict:
+    """The normalize_era5 stage: raw files + site split -> series.npy, series_raw.npy, sites.parquet, stats.json.
+
+    ``split_of`` maps site_id to 'train' / 'test' (terrapipe.study.read_split_assignments); returns the stats.
+    """
+    unknown = sorted(set(sites["site_id"]) - set(split_of))
+    if unknown:
+        raise InputDataError("data/processed/splits/sites/assignments.parquet", f"no split for site(s) {unknown[:5]}",
+                             "Re-run the split_sites stage for the current study (study.sites_per_aoi)")
+    variables = selected(variables)
+    raw, grid_lat, grid_lon = site_series(sites, raw_dir, months, variables)
+    split = sites["site_id"].map(split_of).to_numpy(dtype=str)
+    series, stats = normalize_series(raw, split == "train", variables, std_multiplier)
+    table = sites[["site_id", "aoi_id", "latitude", "longitude"]].assign(
+        split=split, grid_latitude=grid_lat, grid_longitude=grid_lon)
+    table.insert(0, "row", np.arange(len(table)))
+    out_dir = Path(out_dir)
+    np.save(out_dir / "series.npy", series)
+    np.save(out_dir / "series_raw.npy", raw)
+    table.to_parquet(out_dir / "sites.parquet", index=False)
+    (out_dir / "stats.json").write_text(json.dumps(stats, indent=2, allow_nan=False) + "\n")
+    return stats
