@@ -1,0 +1,133 @@
+"""Figure for issue 2: reading a batch of 64 multimodal training samples, hot.
+
+    python benchmarks/bench_training_reads.py [--sites-per-aoi 16] [--batches 20]
+
+Builds the processed store for 8 x sites-per-aoi sites (default 128) in a throwaway copy of the
+repository, then measures, in one process:
+  - the time per batch of 64 random samples (S2 + S1 + Landsat chips, ERA5 series, WorldCover + SRTM
+    maps, timestamps) from the memory-mapped store, after one warm-up pass (hot page cache);
+  - the achieved bytes per second as a fraction of this machine's memory-copy bandwidth (np.copyto of a
+    buffer of the batch's size, best of 5, measured in the same run); target >= 0.5;
+  - the speed-up over reading the same samples from the raw GeoTIFFs with rioxarray (and the raw
+    ERA5 NetCDF with xarray) and normalizing them with the same statistics; target >= 10x.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import repo_copy, report, run_measured
+
+BATCH = 64
+
+
+def memcpy_bandwidth(nbytes: int) -> float:
+    """Bytes per second of a plain memory copy of ``nbytes`` (best of 5)."""
+    src = np.ones(nbytes, np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(5))
+    return nbytes / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def read_raw_batch(repo: Path, sites, indices, stats: dict, months: int, chip: int, era5_stats: dict) -> dict:
+    """The baseline: the same samples straight from data/raw with rioxarray / xarray, normalized."""
+    import pandas as pd
+    import rioxarray
+    import xarray as xr
+
+    from terrapipe.data.imagery import modalities
+    from terrapipe.data.normalize import MISSING_VALUE, normalize
+    from terrapipe.study import site_months
+
+    raw = repo / "data" / "raw" / "sentinel"
+    scenes = pd.read_csv(raw / "scenes.csv", parse_dates=["date"])
+    out = {}
+    for mod in modalities(["s2", "s1", "landsat"], stats["s2"]["bands"].keys()):
+        t = months if mod.multitemporal else 1
+        batch = np.full((len(indices), chip, chip, t, len(mod.bands)), MISSING_VALUE, np.float32)
+        for b, i in enumerate(indices):
+            site = sites.iloc[i]
+            month_of = {(m.year, m.month): k for k, m in enumerate(site_months(site.start_date, months))}
+            files = ([(0, raw / site.site_id / f"{mod.name}.tif")] if not mod.multitemporal else
+                     [(month_of[(r.date.year, r.date.month)], raw / r.path)
+                      for r in scenes[(scenes.site_id == site.site_id) & (scenes.sensor == mod.name)].itertuples()])
+            for k, path in files:
+                da = rioxarray.open_rasterio(path, masked=True)
+                values = da.values * np.array(da.attrs.get("scales", [1.0] * da.shape[0]))[:, None, None] \
+                    + np.array(da.attrs.get("offsets", [0.0] * da.shape[0]))[:, None, None]
+                batch[b, :, :, k, :] = np.moveaxis(np.nan_to_num(values * mod.unit_scale, nan=MISSING_VALUE), 0, -1)
+        band_stats = stats[mod.name]["bands"]
+        out[mod.name] = normalize(batch, [band_stats[n]["mean"] for n in mod.bands],
+                                  [band_stats[n]["std"] for n in mod.bands])
+    series = []
+    for i in indices:
+        site = sites.iloc[i]
+        ds = xr.open_dataset(next((repo / "data" / "raw" / "era5").glob(f"era5_{site.aoi_id}_*.nc")))
+        cell = ds.sel(latitude=site.latitude, longitude=site.longitude, method="nearest")
+        series.append(np.stack([cell[v].values for v in ("t2m", "d2m", "sp", "u10", "v10", "tp")], axis=-1))
+        ds.close()
+    bands = era5_stats["bands"].values()
+    out["era5"] = normalize(np.stack(series), [b["mean"] for b in bands], [b["std"] for b in bands])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites-per-aoi", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=20)
+    args = parser.parse_args()
+
+    from terrapipe.data.store import TrainingStore
+    from terrapipe.study import load_study
+
+    repo = repo_copy({"study": {"sites_per_aoi": args.sites_per_aoi}})
+    run_measured(["dvc", "pull", "-q", "data.dvc"], repo)
+    build, _ = run_measured(["dvc", "repro", "normalize_sentinel", "normalize_era5"], repo)
+    print(f"built the store for {8 * args.sites_per_aoi} sites in {build:.1f} s ({repo})")
+
+    store = TrainingStore(repo / "data/processed/sentinel", repo / "data/processed/era5")
+    n = len(store)
+    rng = np.random.default_rng(0)
+    batches = [np.sort(rng.choice(n, BATCH, replace=n < BATCH)) for _ in range(args.batches)]
+    for arr in store.arrays.values():  # warm-up: page cache and this process's page tables
+        np.asarray(arr).sum()
+    store.batch(batches[0])
+    times = [_timed(lambda idx=idx: store.batch(idx)) for idx in batches]
+    per_batch = statistics.median(times)
+    nbytes = sum(a.nbytes for a in store.batch(batches[0]).values())
+    bandwidth = memcpy_bandwidth(nbytes)
+    print(f"batch of {BATCH}: {nbytes / 2**20:.1f} MiB, {per_batch * 1e3:.1f} ms median over {len(times)} batches; "
+          f"memcpy bandwidth {bandwidth / 2**30:.2f} GiB/s")
+    report("store read time per batch of 64 (hot)", per_batch * 1e3, "ms", 50.0, "lower")
+    report("store read bytes/s as fraction of memcpy bandwidth", nbytes / per_batch / bandwidth, "x", 0.5, "higher")
+
+    stats = json.loads((repo / "data/processed/sentinel/stats.json").read_text())
+    era5_stats = json.loads((repo / "data/processed/era5/stats.json").read_text())
+    sites = load_study(repo / "data/inputs", args.sites_per_aoi).sites
+    assert sites["site_id"].tolist() == store.sites["site_id"].tolist()
+    manifest = store.manifest
+    read_raw_batch(repo, sites, batches[0][:4], stats, manifest["months"], manifest["chip_size"], era5_stats)  # warm
+    raw_times = [_timed(lambda idx=idx: read_raw_batch(repo, sites, idx, stats, manifest["months"],
+                                                       manifest["chip_size"], era5_stats)) for idx in batches[:2]]
+    raw = read_raw_batch(repo, sites, batches[0], stats, manifest["months"], manifest["chip_size"], era5_stats)
+    stored = store.batch(batches[0])
+    for name in raw:  # the baseline computes the same numbers
+        np.testing.assert_allclose(raw[name], stored[name], rtol=1e-4, atol=1e-4)
+    raw_per_batch = statistics.median(raw_times)
+    print(f"raw GeoTIFF + NetCDF path: {raw_per_batch * 1e3:.0f} ms per batch of {BATCH}")
+    report("speed-up of the store over raw GeoTIFFs (rioxarray)", raw_per_batch / per_batch, "x", 10.0, "higher")
+
+
+if __name__ == "__main__":
+    main()

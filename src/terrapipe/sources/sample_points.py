@@ -1,0 +1,288 @@
+"""Sample backends of fetch_alphaearth and fetch_deepearth: point datasets drawn from the sample world.
+
+Raw layouts (the real backends write exactly the same files):
+
+    alphaearth/  alphaearth_metadata.csv    latitude, longitude, elevation_m, event_date (ISO 8601)
+                 alphaearth_embeddings.pt   torch float32 [N, 64], rows aligned with the CSV
+    deepearth/   observations.parquet       the HF dataset's columns (reference/deepearth-behaviour.md 6)
+                 vision_embeddings.parquet  gbif_id, embedding (pooled to vision_dim) for has_vision rows
+
+AlphaEarth carries the dirt the cleaning stage must catch (sentinel elevations, bad dates, ...);
+DeepEarth carries the real dataset's ";"-joined image_urls quirk and a learnable ground truth:
+species live in their habitat's land cover, flower in their season, and look like their species.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from terrapipe.errors import ConfigError, InputDataError
+from terrapipe.sources.world import COVER_CODES, WORLDCOVER, World
+
+ALPHAEARTH_YEARS = (2017, 2024)
+# Planted faults, one per dirty row, in turn; the cleaning stage must drop every one of them.
+DIRT_KINDS = ("nan_elevation", "elevation_9999", "elevation_32767", "elevation_-32768",
+              "elevation_out_of_limits", "unparseable_date", "latitude_over_90", "nonfinite_embedding")
+SENTINEL_DIRT = {"elevation_9999": 9999.0, "elevation_32767": 32767.0, "elevation_-32768": -32768.0}
+BAD_DATES = ("not-a-date", "2021-13-45")
+
+# Acceptance probability of a candidate location per land-cover code, by species habitat. The
+# small floor keeps rejection sampling finite where a habitat's covers are absent from the box.
+HABITAT_COVER = {
+    "aquatic": {"water": 1.0, "wetland": 0.6},
+    "wetland": {"wetland": 1.0, "tree": 0.4},
+    "forest": {"tree": 1.0},
+    "upland": {"shrub": 1.0, "grass": 0.8, "tree": 0.3},
+    "disturbed": {"built": 1.0, "crop": 0.8, "grass": 0.4},
+}
+OFF_HABITAT_ACCEPT = 0.02
+CANDIDATES_PER_ROUND = 16
+NO_TIME_FRACTION = 0.1        # observations without a time of day (hour/minute/second null)
+NO_IMAGE_FRACTION = 0.075     # as in the real dataset (31,136 of 33,665 have images)
+JOINED_URLS_FRACTION = 0.05   # rows whose urls come as one ";"-joined string in a length-1 list
+NUISANCE_DIM = 32             # image nuisance (light, background, pose) spans a shared subspace
+VISION_NOISE = 0.35           # std of each nuisance factor, against unit species prototypes
+COVER_WEIGHT = 0.5
+
+
+def _rng(seed: int, *names: str) -> np.random.Generator:
+    """A stream keyed by seed and names, so datasets never share (or shift) each other's draws."""
+    return np.random.default_rng([seed, *(zlib.crc32(n.encode()) for n in names)])
+
+
+def _unit_vectors(seed: int, stream: str, names, dim: int) -> np.ndarray:
+    """One fixed random unit vector per name (float32 [len(names), dim]), independent of list order."""
+    vectors = np.array([_rng(seed, stream, str(n)).standard_normal(dim) for n in names]).reshape(-1, dim)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _uniform_in_boxes(rng: np.random.Generator, boxes, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` points shared equally among (west, south, east, north) boxes."""
+    sizes = [len(part) for part in np.array_split(np.arange(n), len(boxes))]
+    west, south, east, north = (np.repeat([b[i] for b in boxes], sizes) for i in range(4))
+    return rng.uniform(south, north), rng.uniform(west, east)
+
+
+# -- AlphaEarth ----------------------------------------------------------------------------------
+def plant_dirt(rng: np.random.Generator, lat, elev, dates, emb, fraction: float) -> np.ndarray:
+    """Corrupt ``fraction`` of the rows in place, DIRT_KINDS in turn; return each row's kind ('' if clean)."""
+    n = len(lat)
+    rows = rng.choice(n, int(round(fraction * n)), replace=False)
+    kinds = np.array([DIRT_KINDS[i % len(DIRT_KINDS)] for i in range(len(rows))], dtype=object)
+    for kind in DIRT_KINDS:
+        hit = rows[kinds == kind]
+        k = len(hit)
+        if kind == "nan_elevation":
+            elev[hit] = np.nan
+        elif kind in SENTINEL_DIRT:
+            elev[hit] = SENTINEL_DIRT[kind]
+        elif kind == "elevation_out_of_limits":   # inside |elev| <= 10000, outside [-500, 9000]
+            elev[hit] = np.where(rng.random(k) < 0.5, rng.uniform(-3000, -600, k), rng.uniform(9100, 9900, k))
+        elif kind == "unparseable_date":
+            dates[hit] = rng.choice(BAD_DATES, k)
+        elif kind == "latitude_over_90":
+            lat[hit] = rng.uniform(90.5, 135.0, k)
+        else:
+            emb[hit, rng.integers(0, emb.shape[1], k)] = rng.choice([np.nan, np.inf, -np.inf], k)
+    labels = np.full(n, "", dtype=object)
+    labels[rows] = kinds
+    return labels
+
+
+def _iso_dates(rng: np.random.Generator, n: int, first_year: int, last_year: int) -> tuple[np.ndarray, np.ndarray]:
+    """Years and ISO 8601 UTC timestamps spread uniformly over the years, any time of day."""
+    import pandas as pd
+
+    start = pd.Timestamp(f"{first_year}-01-01", tz="UTC").value // 10**9
+    end = pd.Timestamp(f"{last_year + 1}-01-01", tz="UTC").value // 10**9
+    stamps = pd.to_datetime(rng.integers(start, end, n), unit="s", utc=True)
+    return stamps.year.to_numpy(), stamps.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object)
+
+
+def sample_alphaearth(params, study):
+    """(metadata DataFrame, float32 [N, 64] embeddings, planted dirt kind per row) for the AOIs and DeepEarth box."""
+    import pandas as pd
+
+    sample = params.sources.alphaearth.sample
+    rng, world, n = _rng(params.seed, "alphaearth"), World(params.seed), sample.n_points
+    boxes = [tuple(box) for box in study.aois[["west", "south", "east", "north"]].itertuples(index=False)]
+    lat, lon = _uniform_in_boxes(rng, boxes + [study.deepearth_bbox], n)
+    elev = world.elevation(lat, lon) + rng.normal(0.0, 2.0, n)
+    years, dates = _iso_dates(rng, n, *ALPHAEARTH_YEARS)
+    emb = world.alphaearth_embedding(lat, lon, world.land_cover(lat, lon), years).astype(np.float32)
+    dirt = plant_dirt(rng, lat, elev, dates, emb, sample.dirty_fraction)
+    return pd.DataFrame({"latitude": lat, "longitude": lon, "elevation_m": elev, "event_date": dates}), emb, dirt
+
+
+def fetch_alphaearth(params, study, out_dir: Path) -> None:
+    """Write alphaearth_metadata.csv and alphaearth_embeddings.pt (the layout DeepEarth publishes)."""
+    import torch
+
+    frame, embeddings, _ = sample_alphaearth(params, study)
+    frame.to_csv(Path(out_dir) / "alphaearth_metadata.csv", index=False)
+    torch.save(torch.from_numpy(embeddings), Path(out_dir) / "alphaearth_embeddings.pt")
+
+
+# -- DeepEarth -----------------------------------------------------------------------------------
+def habitat_acceptance(habitats) -> np.ndarray:
+    """[len(habitats), len(COVER_CODES)] probability of accepting a location of each cover."""
+    accept = np.full((len(habitats), len(COVER_CODES)), OFF_HABITAT_ACCEPT)
+    column = {code: i for i, code in enumerate(COVER_CODES)}
+    for row, habitat in enumerate(habitats):
+        for cover, p in HABITAT_COVER[habitat].items():
+            accept[row, column[WORLDCOVER[cover]]] = p
+    return accept
+
+
+def sample_in_habitat(rng: np.random.Generator, world: World, bbox, accept: np.ndarray):
+    """Rejection-sample one location per row of ``accept`` inside ``bbox``; returns lat, lon, cover.
+
+    Every pending row draws CANDIDATES_PER_ROUND candidates per round (one land_cover call for all
+    of them) and keeps its first accepted one, so the loop runs a handful of vectorised rounds.
+    """
+    west, south, east, north = bbox
+    n = len(accept)
+    lat, lon, cover = np.empty(n), np.empty(n), np.empty(n, np.uint8)
+    pending = np.arange(n)
+    while len(pending):
+        shape = (len(pending), CANDIDATES_PER_ROUND)
+        c_lat, c_lon = rng.uniform(south, north, shape), rng.uniform(west, east, shape)
+        c_cover = world.land_cover(c_lat.ravel(), c_lon.ravel()).reshape(shape)
+        p = np.take_along_axis(accept[pending], np.searchsorted(COVER_CODES, c_cover), axis=1)
+        ok = rng.random(shape) < p
+        found = ok.any(axis=1)
+        first = ok.argmax(axis=1)[found]
+        done = pending[found]
+        lat[done], lon[done] = c_lat[found, first], c_lon[found, first]
+        cover[done] = c_cover[found, first]
+        pending = pending[~found]
+    return lat, lon, cover
+
+
+def year_weights(first_year: int, last_year: int) -> tuple[np.ndarray, np.ndarray]:
+    """Years and their share of observations: logistic growth (few in the first year, a plateau
+    in the last third, as iNaturalist grew) and about half a year's worth in the final partial year."""
+    years = np.arange(first_year, last_year + 1)
+    span = max(last_year - first_year, 1)
+    weights = 1.0 / (1.0 + np.exp(-(years - (first_year + 0.47 * span)) / (span / 9.0)))
+    if len(years) > 1:
+        weights[-1] *= 0.45
+    return years, weights / weights.sum()
+
+
+def _habitats(species) -> list[str]:
+    habitats = species["habitat"].tolist() if "habitat" in species.columns else [None]
+    unknown = sorted({str(h) for h in habitats if h not in HABITAT_COVER})
+    if unknown:
+        raise InputDataError("species.csv", f"column 'habitat' is missing or has unknown values {unknown[:5]}",
+                             f"The sample DeepEarth backend needs a habitat per species, one of {list(HABITAT_COVER)}")
+    return habitats
+
+
+def _fixed_lists(matrix: np.ndarray):
+    """A [n, d] float32 matrix as an arrow list<float32> column without going through Python lists."""
+    import pyarrow as pa
+
+    n, d = matrix.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * d)
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix, np.float32).ravel()))
+
+
+def _image_urls(rng: np.random.Generator, n: int, has_vision: np.ndarray) -> list[list[str]]:
+    """iNaturalist photo URLs per observation; some rows reproduce the ";"-joined single-string quirk
+    (num_images then says 1, the stored list's length, which the tidy stage recomputes)."""
+    counts = np.minimum(rng.geometric(0.55, n), 8)
+    counts[~has_vision & (rng.random(n) < NO_IMAGE_FRACTION)] = 0
+    multi = counts >= 2
+    joined = multi & (rng.random(n) < min(1.0, JOINED_URLS_FRACTION / max(multi.mean(), 1e-9)))
+    first_photo = 100_000_000 + np.concatenate([[0], np.cumsum(counts)[:-1]]) * 3
+    urls = [[f"https://inaturalist-open-data.s3.amazonaws.com/photos/{first + 3 * k}/original.jpg"
+             for k in range(count)] for first, count in zip(first_photo, counts)]
+    return [[";".join(u)] if j else u for u, j in zip(urls, joined)]
+
+
+def language_embeddings(seed: int, species, dim: int) -> np.ndarray:
+    """float32 [n_species, dim] unit vectors: a genus component shared by congeners plus a species one."""
+    genus = [name.split()[0] for name in species["taxon_name"]]
+    language = (_unit_vectors(seed, "language-genus", genus, dim)
+                + 0.7 * _unit_vectors(seed, "language-species", species["taxon_id"], dim))
+    return language / np.linalg.norm(language, axis=1, keepdims=True)
+
+
+def vision_embeddings(rng: np.random.Generator, seed: int, taxon_ids, cover: np.ndarray, dim: int) -> np.ndarray:
+    """float32 [n, dim] unit vectors: species prototype + COVER_WEIGHT * land-cover look + image nuisance."""
+    taxa, row_taxon = np.unique(taxon_ids, return_inverse=True)
+    prototypes = _unit_vectors(seed, "vision-species", taxa, dim)[row_taxon]
+    cover_looks = _unit_vectors(seed, "vision-cover", COVER_CODES, dim)
+    nuisance = _unit_vectors(seed, "vision-nuisance", range(NUISANCE_DIM), dim)
+    vision = (prototypes + COVER_WEIGHT * cover_looks[np.searchsorted(COVER_CODES, cover)]
+              + VISION_NOISE * rng.standard_normal((len(cover), NUISANCE_DIM)).astype(np.float32) @ nuisance)
+    return vision / np.linalg.norm(vision, axis=1, keepdims=True)
+
+
+def sample_deepearth(params, study):
+    """(observations, vision embeddings) arrow tables with the HF dataset's columns."""
+    import pyarrow as pa
+
+    sample = params.sources.deepearth.sample
+    if sample.first_year > sample.last_year:
+        raise ConfigError(f"sources.deepearth.sample: first_year {sample.first_year} is after last_year "
+                          f"{sample.last_year}; give first_year <= last_year")
+    rng, world, n = _rng(params.seed, "deepearth"), World(params.seed), sample.n_observations
+    species = study.species.reset_index(drop=True)
+    habitats, n_species = _habitats(species), len(species)
+
+    abundance = 1.0 / (rng.permutation(n_species) + 1.0)           # Zipf: rank r has weight 1/r
+    peak_month, spread = rng.uniform(1, 13, n_species), rng.uniform(0.7, 1.8, n_species)
+    sp = rng.choice(n_species, n, p=abundance / abundance.sum())
+    years, year_p = year_weights(sample.first_year, sample.last_year)
+    year = rng.choice(years, n, p=year_p)
+    month = (np.floor(rng.normal(peak_month[sp], spread[sp])).astype(int) - 1) % 12 + 1
+    first_of_month = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
+    days_in_month = ((first_of_month + 1).astype("datetime64[D]") - first_of_month.astype("datetime64[D]")).astype(int)
+    day = rng.integers(1, days_in_month + 1)
+    hour = np.clip(np.round(rng.normal(12.0, 2.5, n)), 6, 19).astype(np.int64)
+    minute, second = rng.integers(0, 60, n), rng.integers(0, 60, n)
+    no_time = rng.random(n) < NO_TIME_FRACTION
+
+    order = np.lexsort((hour, day, month, year))        # GBIF ids grow with the date of the record
+    sp, year, month, day, hour, minute, second, no_time = (
+        a[order] for a in (sp, year, month, day, hour, minute, second, no_time))
+    gbif_id = 1_000_000_000 + np.cumsum(rng.integers(1, 50_000, n))
+    lat, lon, cover = sample_in_habitat(rng, world, study.deepearth_bbox,
+                                        habitat_acceptance(habitats)[sp])
+    has_vision = np.zeros(n, bool)
+    has_vision[rng.choice(n, int(round(sample.vision_fraction * n)), replace=False)] = True
+    urls = _image_urls(rng, n, has_vision)
+
+    language = language_embeddings(params.seed, species, sample.language_dim)
+    v = np.flatnonzero(has_vision)
+    vision = vision_embeddings(rng, params.seed, species["taxon_id"].to_numpy()[sp[v]], cover[v], sample.vision_dim)
+
+    int64 = pa.int64()
+    observations = pa.table({
+        "gbif_id": pa.array(gbif_id, int64),
+        "taxon_id": pa.array(species["taxon_id"].to_numpy(dtype=object)[sp], pa.string()),
+        "taxon_name": pa.array(species["taxon_name"].to_numpy(dtype=object)[sp], pa.string()),
+        "latitude": pa.array(lat), "longitude": pa.array(lon),
+        "year": pa.array(year, int64), "month": pa.array(month, int64), "day": pa.array(day, int64),
+        "hour": pa.array(hour, int64, mask=no_time), "minute": pa.array(minute, int64, mask=no_time),
+        "second": pa.array(second, int64, mask=no_time),
+        "image_urls": pa.array(urls, pa.list_(pa.string())),
+        "num_images": pa.array([len(u) for u in urls], int64),
+        "has_vision": pa.array(has_vision),
+        "language_embedding": _fixed_lists(language[sp]),
+        "split": pa.array(np.where(year < sample.last_year, "train", "temporal_test"), pa.string()),
+    })
+    return observations, pa.table({"gbif_id": pa.array(gbif_id[v], int64), "embedding": _fixed_lists(vision)})
+
+
+def fetch_deepearth(params, study, out_dir: Path) -> None:
+    """Write observations.parquet and vision_embeddings.parquet (the HF dataset's layout, pooled vision)."""
+    import pyarrow.parquet as pq
+
+    observations, vision = sample_deepearth(params, study)
+    pq.write_table(observations, Path(out_dir) / "observations.parquet")
+    pq.write_table(vision, Path(out_dir) / "vision_embeddings.parquet")

@@ -1,0 +1,16 @@
+"""DVC stage normalize_deepearth: data/raw/deepearth/ -> data/processed/deepearth/ (tidy tables + aligned embedding matrices)."""
+from terrapipe.stage import run_stage
+
+RAW, OUT = "data/raw/deepearth", "data/processed/deepearth"
+
+
+def main(args):
+    from terrapipe.atomic import atomic_path
+    from terrapipe.data.deepearth import tidy_deepearth
+
+    with atomic_path(OUT, directory=True) as tmp:
+        tidy_deepearth(RAW, tmp)
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)

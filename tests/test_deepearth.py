@@ -1,0 +1,229 @@
+"""DeepEarth: the sample backend's columns and ground truth, and the tidy stage's repairs and checks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from terrapipe.config import parse_params
+from terrapipe.data.deepearth import fix_image_urls, tidy_deepearth
+from terrapipe.errors import InputDataError
+from terrapipe.sources.sample_points import HABITAT_COVER, fetch_deepearth, sample_deepearth
+from terrapipe.sources.world import WORLDCOVER, World
+from terrapipe.study import load_study, write_default_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"sources": {"deepearth": {"sample": {"n_observations": 2000, "language_dim": 64}}}}
+
+
+def small_params(seed: int = 0):
+    return parse_params({**SMALL, "seed": seed})
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    inputs = tmp_path_factory.mktemp("inputs") / "inputs"
+    write_default_inputs(inputs)
+    return load_study(inputs, 4)
+
+
+@pytest.fixture(scope="module")
+def raw(study, tmp_path_factory):
+    out = tmp_path_factory.mktemp("raw")
+    fetch_deepearth(small_params(), study, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tidy(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tidy")
+    return out, tidy_deepearth(raw, out)
+
+
+def _frame(raw: Path) -> pd.DataFrame:
+    return pq.read_table(raw / "observations.parquet").drop_columns(["language_embedding"]).to_pandas()
+
+
+def test_sample_is_deterministic(study):
+    obs_a, vis_a = sample_deepearth(small_params(0), study)
+    obs_b, vis_b = sample_deepearth(small_params(0), study)
+    obs_c, vis_c = sample_deepearth(small_params(1), study)
+    assert obs_a.equals(obs_b) and vis_a.equals(vis_b)
+    assert not obs_a.column("latitude").equals(obs_c.column("latitude"))
+    assert not vis_a.column("embedding").equals(vis_c.column("embedding"))
+
+
+def test_raw_schema(raw):
+    schema = pq.read_schema(raw / "observations.parquet")
+    expected = {"gbif_id": pa.int64(), "taxon_id": pa.string(), "taxon_name": pa.string(),
+                "latitude": pa.float64(), "longitude": pa.float64(), "year": pa.int64(), "month": pa.int64(),
+                "day": pa.int64(), "hour": pa.int64(), "minute": pa.int64(), "second": pa.int64(),
+                "image_urls": pa.list_(pa.string()), "num_images": pa.int64(), "has_vision": pa.bool_(),
+                "language_embedding": pa.list_(pa.float32()), "split": pa.string()}
+    assert {f.name: f.type for f in schema} == expected
+    table = pq.read_table(raw / "observations.parquet")
+    assert 0 < table.column("hour").null_count < 0.2 * table.num_rows
+    assert set(pa.compute.list_value_length(table.column("language_embedding")).to_pylist()) == {64}
+    vision = pq.read_table(raw / "vision_embeddings.parquet")
+    assert {f.name: f.type for f in vision.schema} == {"gbif_id": pa.int64(), "embedding": pa.list_(pa.float32())}
+    assert set(pa.compute.list_value_length(vision.column("embedding")).to_pylist()) == {1408}
+
+
+def test_raw_content_looks_like_the_real_dataset(raw, study):
+    frame = _frame(raw)
+    west, south, east, north = study.deepearth_bbox
+    assert frame["latitude"].between(south, north).all() and frame["longitude"].between(west, east).all()
+    assert frame["gbif_id"].is_unique
+    per_year = frame["year"].value_counts().reindex(range(2010, 2026), fill_value=0)
+    recent = per_year.loc[2020:2024].mean()
+    assert per_year[2010] < 0.1 * recent and per_year[2025] < recent
+    assert ((frame["split"] == "temporal_test") == (frame["year"] == 2025)).all()
+    assert frame["has_vision"].sum() == 1200
+    assert (frame.loc[frame["has_vision"], "num_images"] > 0).all()
+    joined = frame["image_urls"].map(lambda urls: len(urls) == 1 and ";" in urls[0])
+    assert 0.02 < joined.mean() < 0.08
+    vision = pq.read_table(raw / "vision_embeddings.parquet")
+    assert set(vision.column("gbif_id").to_pylist()) == set(frame.loc[frame["has_vision"], "gbif_id"])
+
+
+def test_species_live_in_their_habitat_and_season(raw, study):
+    frame = _frame(raw)
+    cover = World(0).land_cover(frame["latitude"], frame["longitude"])
+    habitat = frame["taxon_id"].map(study.species.set_index("taxon_id")["habitat"]).to_numpy()
+    for name, covers in HABITAT_COVER.items():
+        preferred = np.isin(cover[habitat == name], [WORLDCOVER[c] for c in covers])
+        assert preferred.mean() > 0.8, name
+    common = frame.groupby("taxon_id")["month"].filter(lambda m: len(m) >= 30).groupby(frame["taxon_id"])
+    assert common.apply(lambda m: m.value_counts(normalize=True).iloc[:3].sum()).min() > 0.45
+    counts = frame["taxon_id"].value_counts()
+    assert counts.iloc[0] > 10 * counts.median()     # Zipf-like abundance
+
+
+def test_vision_is_learnable_but_not_trivial(tidy):
+    out, _ = tidy
+    obs = pd.read_parquet(out / "observations.parquet")
+    obs = obs[obs["vision_row"] >= 0]
+    x = np.load(out / "vision_embeddings.npy")[obs["vision_row"]]
+    y = obs["species_index"].to_numpy()
+    train = (obs["dataset_split"] == "train").to_numpy()
+    classes = np.unique(y[train])
+    centroids = np.stack([x[train & (y == c)].mean(axis=0) for c in classes])
+    accuracy = (classes[np.argmax(x[~train] @ centroids.T, axis=1)] == y[~train]).mean()
+    majority = pd.Series(y[train]).value_counts(normalize=True).iloc[0]
+    assert (~train).sum() >= 30
+    assert max(0.4, 2 * majority) < accuracy < 1.0
+
+
+def test_language_embeddings_share_a_genus_component(tidy):
+    out, _ = tidy
+    species = pd.read_parquet(out / "species.parquet")
+    language = np.load(out / "language_embeddings.npy")
+    np.testing.assert_allclose(np.linalg.norm(language, axis=1), 1.0, rtol=1e-5)
+    genus = species["taxon_name"].str.split().str[0].to_numpy()
+    similarity = language @ language.T
+    same = (genus[:, None] == genus[None, :]) & ~np.eye(len(genus), dtype=bool)
+    different = genus[:, None] != genus[None, :]
+    assert similarity[same].mean() > 0.5 and np.abs(similarity[different]).mean() < 0.2
+
+
+def test_fix_image_urls():
+    assert fix_image_urls(["a.jpg;b.jpg"]) == ["a.jpg", "b.jpg"]
+    assert fix_image_urls(["a.jpg", "b.jpg"]) == ["a.jpg", "b.jpg"]
+    assert fix_image_urls(["a.jpg; b.jpg;"]) == ["a.jpg", "b.jpg"]
+    assert fix_image_urls(None) == [] and fix_image_urls([]) == []
+
+
+def test_tidy_layout(raw, tidy):
+    out, report = tidy
+    raw_table = pq.read_table(raw / "observations.parquet")
+    raw_frame = _frame(raw)
+    obs = pd.read_parquet(out / "observations.parquet")
+    schema = pq.read_schema(out / "observations.parquet")
+    assert schema.names == ["observation_id", "gbif_id", "taxon_id", "taxon_name", "species_index", "latitude",
+                            "longitude", "year", "month", "day", "hour", "minute", "second", "image_urls",
+                            "num_images", "has_vision", "vision_row", "dataset_split"]
+    assert schema.field("image_urls").type == pa.list_(pa.string())
+    assert str(obs["hour"].dtype) == "Int64" and obs["hour"].isna().sum() == raw_table.column("hour").null_count
+    assert (obs["observation_id"] == obs["gbif_id"].astype(str) + "_1").all()
+    assert (obs["dataset_split"] == raw_frame["split"]).all()
+
+    joined = raw_frame["image_urls"].map(lambda urls: len(urls) == 1 and ";" in urls[0])
+    assert report["fixed_image_urls_rows"] == joined.sum() > 0
+    assert not obs["image_urls"].map(lambda urls: any(";" in u for u in urls)).any()
+    assert (obs["num_images"] == obs["image_urls"].map(len)).all()
+    assert (obs.loc[joined, "num_images"] > 1).all()
+
+    species = pd.read_parquet(out / "species.parquet")
+    language = np.load(out / "language_embeddings.npy")
+    assert language.dtype == np.float32 and language.shape == (len(species), 64) == (report["species"], 64)
+    assert (species["taxon_id"].to_numpy()[obs["species_index"]] == obs["taxon_id"]).all()
+    assert species["n_observations"].sum() == len(obs)
+    raw_language = np.stack(raw_table.column("language_embedding").to_numpy(zero_copy_only=False))
+    np.testing.assert_array_equal(language[obs["species_index"]], raw_language)
+
+    vision = np.load(out / "vision_embeddings.npy")
+    raw_vision = pq.read_table(raw / "vision_embeddings.parquet").to_pandas().set_index("gbif_id")["embedding"]
+    with_vision = obs[obs["has_vision"]]
+    assert vision.dtype == np.float32 and vision.shape == (len(with_vision), 1408) == (report["with_vision"], 1408)
+    assert (obs["has_vision"] == (obs["vision_row"] >= 0)).all()
+    np.testing.assert_array_equal(vision[with_vision["vision_row"]], np.stack(raw_vision[with_vision["gbif_id"]]))
+
+
+def _rewrite(raw: Path, dst: Path, edit) -> Path:
+    """A copy of the raw folder whose observations table went through ``edit``."""
+    dst.mkdir()
+    pq.write_table(edit(pq.read_table(raw / "observations.parquet")), dst / "observations.parquet")
+    (dst / "vision_embeddings.parquet").write_bytes((raw / "vision_embeddings.parquet").read_bytes())
+    return dst
+
+
+def test_missing_column_names_file_and_column(raw, tmp_path):
+    bad = _rewrite(raw, tmp_path / "raw", lambda t: t.drop_columns(["taxon_name"]))
+    with pytest.raises(InputDataError, match=r"observations\.parquet.*taxon_name"):
+        tidy_deepearth(bad, tmp_path)
+
+
+def test_language_embedding_must_be_constant_within_a_species(raw, tmp_path):
+    def perturb(table):
+        values = np.stack(table.column("language_embedding").to_numpy(zero_copy_only=False))
+        values[5, 0] += 0.5
+        column = pa.array(list(values), pa.list_(pa.float32()))
+        return table.set_column(table.schema.get_field_index("language_embedding"), "language_embedding", column)
+
+    bad = _rewrite(raw, tmp_path / "raw", perturb)
+    taxon = pq.read_table(raw / "observations.parquet").column("taxon_id")[5].as_py()
+    with pytest.raises(InputDataError, match=rf"observations\.parquet.*language_embedding.*{taxon}"):
+        tidy_deepearth(bad, tmp_path)
+
+
+def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_stages_end_to_end(tmp_path):
+    small = {"sources": {"deepearth": {"sample": {"n_observations": 200, "language_dim": 16, "vision_dim": 32}}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
+    write_default_inputs(tmp_path / "data" / "inputs")
+    for stage in ("fetch_deepearth", "normalize_deepearth"):
+        result = _stage(stage, tmp_path)
+        assert result.returncode == 0, result.stderr
+    processed = tmp_path / "data" / "processed" / "deepearth"
+    assert sorted(p.name for p in processed.iterdir()) == [
+        "language_embeddings.npy", "observations.parquet", "species.parquet", "tidy_report.json",
+        "vision_embeddings.npy"]
+    assert np.load(processed / "vision_embeddings.npy").shape == (120, 32)
+
+
+def test_species_without_habitat_are_refused(study):
+    from dataclasses import replace
+
+    with pytest.raises(InputDataError, match=r"species\.csv.*habitat"):
+        sample_deepearth(small_params(), replace(study, species=study.species.drop(columns="habitat")))
