@@ -78,3 +78,8 @@ def test_partial_file_takes_defaults_for_the_rest(tmp_path):
     params = load_params(path)
     assert params.split.deepearth.min_distance_km == 20.0
     assert params.split.deepearth.num_regions == 5
+
+
+def test_cross_field_rule_names_the_section():
+    message = _error({"sources": {"deepearth": {"sample": {"first_year": 2030, "last_year": 2025}}}})
+    assert "sources.deepearth.sample" in message and "first_year 2030 is after last_year 2025" in message

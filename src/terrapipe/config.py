@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from terrapipe.errors import ConfigError
 
@@ -92,6 +92,12 @@ class DeepEarthSampleParams(_Section):
     vision_fraction: float = Field(0.6, ge=0.0, le=1.0)
     language_dim: int = Field(7168, ge=1)
     vision_dim: int = Field(1408, ge=1)
+
+    @model_validator(mode="after")
+    def _years_in_order(self):
+        if self.first_year > self.last_year:
+            raise ValueError(f"first_year {self.first_year} is after last_year {self.last_year}")
+        return self
 
 
 class DeepEarthParams(_Section):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from terrapipe.errors import ConfigError, InputDataError
+from terrapipe.errors import InputDataError
 from terrapipe.sources.world import COVER_CODES, WORLDCOVER, World
 
 ALPHAEARTH_YEARS = (2017, 2024)
@@ -227,9 +227,6 @@ def sample_deepearth(params, study):
     import pyarrow as pa
 
     sample = params.sources.deepearth.sample
-    if sample.first_year > sample.last_year:
-        raise ConfigError(f"sources.deepearth.sample: first_year {sample.first_year} is after last_year "
-                          f"{sample.last_year}; give first_year <= last_year")
     rng, world, n = _rng(params.seed, "deepearth"), World(params.seed), sample.n_observations
     species = study.species.reset_index(drop=True)
     habitats, n_species = _habitats(species), len(species)
