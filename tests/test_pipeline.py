@@ -1,0 +1,89 @@
+"""The DVC pipeline end to end, on a temporary copy of the repository (slow: runs every stage)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, SMALL_PARAMS, deep_update, tree_digest
+
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd, cwd, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@localhost"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _set_params(repo: Path, override: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    (repo / "params.yaml").write_text(yaml.safe_dump(deep_update(params, override), sort_keys=False))
+
+
+def _stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git clone-like copy of the tracked files with small params, after `dvc pull` + `dvc repro`."""
+    root = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = _run(["git", "ls-files", "-co", "--exclude-standard"], REPO).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    _set_params(root, SMALL_PARAMS)
+    (root / "dvc.lock").unlink(missing_ok=True)  # the shipped lock is for the default params
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        _run(cmd, root)
+    _run([sys.executable, "-m", "dvc", "pull", "-q", "data.dvc"], root)
+    first = _run([sys.executable, "-m", "dvc", "repro"], root)
+    root.joinpath(".first-run.log").write_text(first.stdout)
+    return root
+
+
+def test_pull_then_repro_runs_every_stage(repo):
+    assert sorted(p.name for p in (repo / "data" / "inputs").iterdir()) == ["aois.csv", "sites.csv", "species.csv", "study.yaml"]
+    ran = _stages_run((repo / ".first-run.log").read_text())
+    assert sorted(ran) == sorted(["fetch_era5", "fetch_sentinel", "fetch_alphaearth", "fetch_deepearth", "split_sites",
+                                  "normalize_era5", "normalize_sentinel", "normalize_alphaearth",
+                                  "normalize_deepearth", "split@deepearth", "split@alphaearth"])
+    for out in ("data/processed/sentinel/s2.npy", "data/processed/era5/series.npy",
+                "data/processed/splits/deepearth/split.json", "data/processed/splits/alphaearth/split_map.png"):
+        assert (repo / out).is_file(), out
+
+
+def test_nothing_changed_after_a_run(repo):
+    assert "Data and pipelines are up to date" in _run([sys.executable, "-m", "dvc", "status"], repo).stdout
+    assert _stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout) == []
+
+
+def test_a_param_change_reruns_only_its_dependants(repo):
+    _set_params(repo, {"split": {"deepearth": {"min_distance_km": 20.0}}})
+    assert _stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout) == ["split@deepearth"]
+    _set_params(repo, {"normalize": {"std_multiplier": 3.0}})
+    assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
+        "normalize_era5", "normalize_sentinel"]
+
+
+def test_a_failing_stage_keeps_previous_outputs(repo):
+    before = tree_digest(repo / "data" / "processed" / "era5")
+    victim = next((repo / "data" / "raw" / "era5").glob("*.nc"))
+    original = victim.read_bytes()
+    victim.write_bytes(original[: len(original) // 2])
+    try:
+        result = _run([sys.executable, "-m", "dvc", "repro", "--single-item", "--force", "normalize_era5"], repo,
+                      check=False)
+        assert result.returncode != 0
+        assert victim.name in result.stderr + result.stdout
+        assert tree_digest(repo / "data" / "processed" / "era5") == before
+    finally:
+        victim.write_bytes(original)
