@@ -56,6 +56,8 @@ def _cmd_params(args) -> int:
         params = params[part]
     if args.format == "json":
         print(json.dumps(params, indent=2))
+    elif not isinstance(params, (dict, list)):
+        print(params)
     else:
         import yaml
         print(yaml.safe_dump(params, sort_keys=False).rstrip())
