@@ -17,6 +17,7 @@ import argparse
 import json
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--sites-per-aoi", type=int, default=16)
     parser.add_argument("--batches", type=int, default=20)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="(Scales|Offsets) differ across bands")
 
     from terrapipe.data.store import TrainingStore
     from terrapipe.study import load_study
@@ -109,7 +111,8 @@ def main() -> None:
     bandwidth = memcpy_bandwidth(nbytes)
     print(f"batch of {BATCH}: {nbytes / 2**20:.1f} MiB, {per_batch * 1e3:.1f} ms median over {len(times)} batches; "
           f"memcpy bandwidth {bandwidth / 2**30:.2f} GiB/s")
-    report("store read time per batch of 64 (hot)", per_batch * 1e3, "ms", 50.0, "lower")
+    report("store read time per batch of 64 (hot) vs a plain memcpy of the same bytes", per_batch * 1e3, "ms",
+           nbytes / bandwidth * 1e3, "lower")
     report("store read bytes/s as fraction of memcpy bandwidth", nbytes / per_batch / bandwidth, "x", 0.5, "higher")
 
     stats = json.loads((repo / "data/processed/sentinel/stats.json").read_text())

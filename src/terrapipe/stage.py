@@ -48,3 +48,18 @@ def run_stage(main: Callable[[argparse.Namespace], None], description: str,
         print("terrapipe: interrupted; previous outputs were left in place", file=sys.stderr)
         sys.exit(130)
     log.info("%s done in %.1f s", Path(sys.argv[0]).stem if argv is None else description, time.perf_counter() - started)
+
+
+def run_fetch_stage(dataset: str, description: str, argv=None) -> None:
+    """A fetch stage: the configured source of ``dataset`` fills data/raw/<dataset>/ atomically."""
+
+    def main(args) -> None:
+        from terrapipe.atomic import atomic_path
+        from terrapipe.sources import fetch
+        from terrapipe.study import load_study
+
+        study = load_study(args.inputs, args.params_obj.study.sites_per_aoi)
+        with atomic_path(Path("data/raw") / dataset, directory=True) as tmp:
+            fetch(dataset, args.params_obj, study, tmp)
+
+    run_stage(main, description, argv=argv)

@@ -61,7 +61,9 @@ class TrainingStore:
                                   for name, arr in self.arrays.items()}
         out = self._buffers[key]
         for name, arr in self.arrays.items():
-            np.take(arr, indices, axis=0, out=out[name])
+            buffer = out[name]
+            for j, i in enumerate(indices):  # one contiguous slice copy per sample: ~4x np.take on a memmap
+                buffer[j] = arr[i]
         return out
 
     def iter_batches(self, split: str, batch_size: int, seed: int, *, drop_last: bool = True):

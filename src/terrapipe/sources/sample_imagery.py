@@ -124,68 +124,52 @@ class _SiteSurface:
         self.greenness = world.greenness(self.cover, self.climate, np.round(2.5 * phase).astype(int))
 
 
-def _write_s2(out: Path, grid, surface, dates, band_names, rng, edge_prob, site_id) -> list[dict]:
+def _render_s2(surface: _SiteSurface, t: int, rng, bands: list[Band]) -> np.ndarray:
+    """L2A DN (uint16) of month ``t``, each band averaged over its native resolution."""
+    refl = World.s2_reflectance(surface.cover, surface.greenness[t:t + 1], rng)
+    dn = np.stack([native_resolution(refl[b.name][0], b.native_m) for b in bands])
+    return np.clip(np.round((dn - S2_OFFSET) / S2_SCALE), 1, 65535).astype(np.uint16)
+
+
+def _render_s1(surface: _SiteSurface, t: int, rng) -> np.ndarray:
+    sigma = World.s1_backscatter(surface.cover, surface.greenness[t:t + 1], rng)
+    return np.stack([sigma["vv"][0], sigma["vh"][0]]).astype(np.float32)
+
+
+def _render_landsat(surface: _SiteSurface, t: int, rng) -> np.ndarray:
+    """Collection 2 Level-2 DN (uint16): reflective bands from the surface, thermal from air temperature."""
+    refl = World.s2_reflectance(surface.cover, surface.greenness[t:t + 1], rng)
+    layers = {ls: refl[s2][0] for ls, s2 in _LANDSAT_FROM_S2.items()}
+    layers["B8"] = (refl["B02"][0] + refl["B03"][0] + refl["B04"][0]) / 3
+    layers["B9"] = np.full(surface.cover.shape, 0.005) * rng.lognormal(0, 0.2, surface.cover.shape)
+    bare = np.isin(surface.cover, [50, 60]).astype(float)
+    water = (surface.cover == 80).astype(float)
+    surface_t = (surface.climate["t2m"][t] + 4.0 * bare * (1 - surface.greenness[t]) - 2.0 * water
+                 + rng.normal(0, 0.5, surface.cover.shape))
+    layers["B10"], layers["B11"] = surface_t, surface_t - 0.8
+    dn = [np.round((native_resolution(layers[b.name], b.native_m) - offset) / scale)
+          for b, scale, offset in zip(LANDSAT_BANDS, _LANDSAT_SCALES, _LANDSAT_OFFSETS)]
+    return np.clip(np.stack(dn), 1, 65535).astype(np.uint16)
+
+
+_LANDSAT_THERMAL = [b.name in ("B10", "B11") for b in LANDSAT_BANDS]
+_LANDSAT_SCALES = [LS_ST_SCALE if th else LS_SR_SCALE for th in _LANDSAT_THERMAL]
+_LANDSAT_OFFSETS = [LS_ST_OFFSET if th else LS_SR_OFFSET for th in _LANDSAT_THERMAL]
+
+
+def _write_series(out: Path, grid: SiteGrid, site_id: str, sensor: str, dates, render, bands: list[Band],
+                  nodata, rng, edge_prob: float, overpass: str, tags: dict, scales=None, offsets=None) -> list[tuple]:
+    """One GeoTIFF per acquisition: render the month, cut a swath edge sometimes, write, list it."""
     rows = []
-    bands = [S2_BANDS[b] for b in band_names]
     for t, date in dates:
-        refl = World.s2_reflectance(surface.cover, surface.greenness[t:t + 1], rng)
-        dn = np.stack([native_resolution(refl[b.name][0], b.native_m) for b in bands])
-        dn = np.clip(np.round((dn - S2_OFFSET) / S2_SCALE), 1, 65535).astype(np.uint16)
+        data = render(t)
         edge = _swath_edge(rng, grid.size, edge_prob)
         if edge is not None:
-            dn[:, edge] = 0
-        path = out / site_id / "s2" / f"{date:%Y-%m-%d}.tif"
-        _write_tif(path, grid, dn, bands, 0, scales=[S2_SCALE] * len(bands), offsets=[S2_OFFSET] * len(bands),
-                   tags={"SENSOR": "sentinel-2-l2a", "PROCESSING_BASELINE": "05.10", "BOA_ADD_OFFSET": -1000,
-                         "DATETIME": f"{date:%Y-%m-%dT10:30:00Z}", "SITE_ID": site_id})
-        rows.append((path, "s2", date))
-    return rows
-
-
-def _write_s1(out: Path, grid, surface, dates, rng, edge_prob, site_id) -> list[dict]:
-    rows = []
-    for t, date in dates:
-        sigma = World.s1_backscatter(surface.cover, surface.greenness[t:t + 1], rng)
-        db = np.stack([sigma["vv"][0], sigma["vh"][0]]).astype(np.float32)
-        edge = _swath_edge(rng, grid.size, edge_prob)
-        if edge is not None:
-            db[:, edge] = S1_NODATA
-        path = out / site_id / "s1" / f"{date:%Y-%m-%d}.tif"
-        _write_tif(path, grid, db, S1_BANDS, S1_NODATA,
-                   tags={"SENSOR": "sentinel-1-grd", "MODE": "IW", "UNITS": "dB", "QUANTITY": "sigma0",
-                         "DATETIME": f"{date:%Y-%m-%dT06:00:00Z}", "SITE_ID": site_id})
-        rows.append((path, "s1", date))
-    return rows
-
-
-def _write_landsat(out: Path, grid, surface, dates, rng, edge_prob, site_id) -> list[dict]:
-    rows = []
-    for t, date in dates:
-        refl = World.s2_reflectance(surface.cover, surface.greenness[t:t + 1], rng)
-        layers = {ls: refl[s2][0] for ls, s2 in _LANDSAT_FROM_S2.items()}
-        layers["B8"] = (refl["B02"][0] + refl["B03"][0] + refl["B04"][0]) / 3
-        layers["B9"] = np.full(surface.cover.shape, 0.005) * rng.lognormal(0, 0.2, surface.cover.shape)
-        t_air = surface.climate["t2m"][t]
-        bare = np.isin(surface.cover, [50, 60]).astype(float)
-        water = (surface.cover == 80).astype(float)
-        surface_t = t_air + 4.0 * bare * (1 - surface.greenness[t]) - 2.0 * water + rng.normal(0, 0.5, surface.cover.shape)
-        layers["B10"], layers["B11"] = surface_t, surface_t - 0.8
-        dn = []
-        for band in LANDSAT_BANDS:
-            value = native_resolution(layers[band.name], band.native_m)
-            scale, offset = (LS_ST_SCALE, LS_ST_OFFSET) if band.name in ("B10", "B11") else (LS_SR_SCALE, LS_SR_OFFSET)
-            dn.append(np.clip(np.round((value - offset) / scale), 1, 65535))
-        dn = np.stack(dn).astype(np.uint16)
-        edge = _swath_edge(rng, grid.size, edge_prob)
-        if edge is not None:
-            dn[:, edge] = 0
-        thermal = [b.name in ("B10", "B11") for b in LANDSAT_BANDS]
-        path = out / site_id / "landsat" / f"{date:%Y-%m-%d}.tif"
-        _write_tif(path, grid, dn, LANDSAT_BANDS, 0,
-                   scales=[LS_ST_SCALE if th else LS_SR_SCALE for th in thermal],
-                   offsets=[LS_ST_OFFSET if th else LS_SR_OFFSET for th in thermal],
-                   tags={"SENSOR": "landsat-c2-l2", "DATETIME": f"{date:%Y-%m-%dT10:00:00Z}", "SITE_ID": site_id})
-        rows.append((path, "landsat", date))
+            data[:, edge] = nodata
+        path = out / site_id / sensor / f"{date:%Y-%m-%d}.tif"
+        _write_tif(path, grid, data, bands, nodata, scales=scales, offsets=offsets,
+                   tags={**tags, "DATETIME": f"{date:%Y-%m-%d}T{overpass}Z", "SITE_ID": site_id})
+        rows.append((path, sensor, date))
     return rows
 
 
@@ -202,19 +186,23 @@ def write_site(out: Path, world: World, site, params) -> list[tuple]:
     srtm = np.round(native_resolution(surface.elevation, 30)).astype(np.int16)[None]
     _write_tif(out / site.site_id / "srtm.tif", grid, srtm, [Band("elevation", 30)], SRTM_NODATA,
                tags={"PRODUCT": "SRTM", "UNITS": "m", "SITE_ID": site.site_id})
+    s2_bands = [S2_BANDS[b] for b in sp.s2_bands]
+    formats = {  # sensor -> (gap probability, renderer, bands, nodata, overpass time, tags, scale/offset)
+        "s2": (sp.sample.s2_gap_prob, lambda t, rng: _render_s2(surface, t, rng, s2_bands), s2_bands, 0, "10:30:00",
+               {"SENSOR": "sentinel-2-l2a", "PROCESSING_BASELINE": "05.10", "BOA_ADD_OFFSET": -1000},
+               {"scales": [S2_SCALE] * len(s2_bands), "offsets": [S2_OFFSET] * len(s2_bands)}),
+        "s1": (sp.sample.s1_gap_prob, lambda t, rng: _render_s1(surface, t, rng), S1_BANDS, S1_NODATA, "06:00:00",
+               {"SENSOR": "sentinel-1-grd", "MODE": "IW", "UNITS": "dB", "QUANTITY": "sigma0"}, {}),
+        "landsat": (sp.sample.landsat_gap_prob, lambda t, rng: _render_landsat(surface, t, rng), LANDSAT_BANDS, 0,
+                    "10:00:00", {"SENSOR": "landsat-c2-l2"}, {"scales": _LANDSAT_SCALES, "offsets": _LANDSAT_OFFSETS}),
+    }
     rows = []
-    gaps = sp.sample
     for sensor in sp.sensors:
+        gap_prob, render, bands, nodata, overpass, tags, scaling = formats[sensor]
         rng = _site_rng(params.seed, site.site_id, sensor)
-        if sensor == "s2":
-            dates = _acquisition_dates(rng, months, gaps.s2_gap_prob)
-            rows += _write_s2(out, grid, surface, dates, sp.s2_bands, rng, gaps.swath_edge_prob, site.site_id)
-        elif sensor == "s1":
-            dates = _acquisition_dates(rng, months, gaps.s1_gap_prob)
-            rows += _write_s1(out, grid, surface, dates, rng, gaps.swath_edge_prob, site.site_id)
-        else:
-            dates = _acquisition_dates(rng, months, gaps.landsat_gap_prob)
-            rows += _write_landsat(out, grid, surface, dates, rng, gaps.swath_edge_prob, site.site_id)
+        dates = _acquisition_dates(rng, months, gap_prob)
+        rows += _write_series(out, grid, site.site_id, sensor, dates, lambda t: render(t, rng), bands, nodata, rng,
+                              sp.sample.swath_edge_prob, overpass, tags, **scaling)
     return rows
 
 
