@@ -43,6 +43,19 @@ class StudyParams(_Section):
     months: int = Field(12, ge=1, le=12, description="monthly timesteps from each AOI's start date (OlmoEarth: 12)")
 
 
+class RetryParams(_Section):
+    """Bounded exponential backoff for transient failures (5xx, resets, timeouts)."""
+    attempts: int = Field(5, ge=1, le=20)
+    base_delay_s: float = Field(2.0, ge=0)
+    max_delay_s: float = Field(60.0, ge=0)
+
+
+class Era5CdsParams(_Section):
+    """The Climate Data Store backend. Credentials: ~/.cdsapirc or CDSAPI_URL/CDSAPI_KEY, never here."""
+    retry: RetryParams = RetryParams()
+    poll_max_s: float = Field(120.0, gt=0, description="longest wait between two job-status polls")
+
+
 class Era5SampleParams(_Section):
     missing_month_prob: Probability = 0.0
 
@@ -53,6 +66,7 @@ class Era5Params(_Section):
                      "reanalysis-era5-single-levels-monthly-means"] = "reanalysis-era5-land-monthly-means"
     variables: list[Era5Variable] = Field(default_factory=lambda: list(ERA5_VARIABLES), min_length=1)
     sample: Era5SampleParams = Era5SampleParams()
+    cds: Era5CdsParams = Era5CdsParams()
 
     _unique_vars = field_validator("variables")(_unique)
 
@@ -64,12 +78,27 @@ class SentinelSampleParams(_Section):
     swath_edge_prob: Probability = 0.1
 
 
+class StacCollections(_Section):
+    s2: str = "sentinel-2-l2a"
+    s1: str = "sentinel-1-grd"
+    landsat: str = "landsat-c2-l2"
+
+
+class SentinelStacParams(_Section):
+    """The STAC backend: a public STAC API with COG assets (Earth Search by default)."""
+    api_url: str = "https://earth-search.aws.element84.com/v1"
+    collections: StacCollections = StacCollections()
+    max_cloud_cover: float = Field(30.0, ge=0, le=100)
+    retry: RetryParams = RetryParams()
+
+
 class SentinelParams(_Section):
     source: Literal["sample", "stac"] = "sample"
     sensors: list[Sensor] = Field(default_factory=lambda: ["s2", "s1", "landsat"], min_length=1)
     s2_bands: list[S2Band] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
     chip_size: int = Field(64, ge=8, le=2048, description="pixels per side on the 10 m grid")
     sample: SentinelSampleParams = SentinelSampleParams()
+    stac: SentinelStacParams = SentinelStacParams()
 
     _unique_sensors = field_validator("sensors")(_unique)
     _unique_bands = field_validator("s2_bands")(_unique)
@@ -80,9 +109,21 @@ class AlphaEarthSampleParams(_Section):
     dirty_fraction: float = Field(0.02, ge=0.0, le=0.5)
 
 
+class AlphaEarthHttpParams(_Section):
+    """DeepEarth's published AlphaEarth files (reference/deepearth-behaviour.md 2.1)."""
+    metadata_url: str = ("https://storage.googleapis.com/deepearth/datasets/alphaearth/"
+                         "20250927_172450_alphaearth_metadata.csv")
+    embeddings_url: str = ("https://storage.googleapis.com/deepearth/datasets/alphaearth/"
+                           "20250927_172519_alphaearth_embeddings.pt")
+    metadata_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    embeddings_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    retry: RetryParams = RetryParams()
+
+
 class AlphaEarthParams(_Section):
     source: Literal["sample", "http"] = "sample"
     sample: AlphaEarthSampleParams = AlphaEarthSampleParams()
+    http: AlphaEarthHttpParams = AlphaEarthHttpParams()
 
 
 class DeepEarthSampleParams(_Section):
@@ -100,9 +141,18 @@ class DeepEarthSampleParams(_Section):
         return self
 
 
+class DeepEarthHubParams(_Section):
+    """The Hugging Face hub backend (honours HF_ENDPOINT, HF_HUB_OFFLINE; token from HF_TOKEN / login)."""
+    repo_id: str = "deepearth/central-florida-native-plants"
+    revision: str = "main"
+    include_vision: bool = True
+    retry: RetryParams = RetryParams()
+
+
 class DeepEarthParams(_Section):
     source: Literal["sample", "huggingface"] = "sample"
     sample: DeepEarthSampleParams = DeepEarthSampleParams()
+    huggingface: DeepEarthHubParams = DeepEarthHubParams()
 
 
 class SourcesParams(_Section):

@@ -1,0 +1,240 @@
+"""What every real backend shares: bounded retries, resumable verified downloads, secret redaction.
+
+Failures are sorted into two kinds. Transient ones (HTTP 5xx/408/429, a reset or dropped
+connection, a timeout, a body shorter than announced) are retried with exponential backoff up to a
+budget; permanent ones (401/403 credentials or licence, 404, a rejected request) stop at once with
+a message saying what to fix. A download streams into a ``.part`` file in the download cache
+(never into data/raw), resumes it with an HTTP Range request after a drop, is checked against the
+announced size (and checksum when one is published) and only then renamed to its final name.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from terrapipe.errors import TerrapipeError
+
+log = logging.getLogger("terrapipe.transfer")
+CACHE_DIR = Path(os.environ.get("TERRAPIPE_CACHE", "data/cache"))
+TRANSIENT_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_SECRET_ENV = ("CDSAPI_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
+class TransientError(TerrapipeError):
+    """Worth another try: the server or the network hiccupped."""
+
+
+class PermanentError(TerrapipeError):
+    """Retrying cannot help: the message says what the user must change."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff: delays base, 2*base, 4*base ... capped at max_delay."""
+    attempts: int = 5
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** attempt)
+
+    @classmethod
+    def from_params(cls, retry) -> RetryPolicy:
+        """From a params ``retry`` section (terrapipe.config.RetryParams)."""
+        return cls(retry.attempts, retry.base_delay_s, retry.max_delay_s)
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+def known_secrets() -> list[str]:
+    """Secret values this process could leak: provider keys from the environment and ~/.cdsapirc."""
+    secrets = [os.environ[name] for name in _SECRET_ENV if os.environ.get(name)]
+    rc = Path(os.environ.get("CDSAPI_RC", Path.home() / ".cdsapirc"))
+    if rc.is_file():
+        for line in rc.read_text(errors="ignore").splitlines():
+            if line.strip().startswith("key:"):
+                secrets.append(line.split(":", 1)[1].strip())
+    return [s for s in secrets if len(s) >= 6]
+
+
+_TOKEN_PATTERNS = [re.compile(r"(?i)(authorization|private-token|token|key)([\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?([^\s\"',}]+)")]
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret value and anything shaped like a credential replaced by ***."""
+    for secret in known_secrets():
+        text = text.replace(secret, "***")
+    for pattern in _TOKEN_PATTERNS:
+        text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Installed on the root handlers by the stages: no secret reaches a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+# -- retries ---------------------------------------------------------------------------------------
+def classify_status(status: int, url: str, body: str = "") -> TerrapipeError | None:
+    """None for success, else the error an HTTP status means (transient or permanent, with a fix)."""
+    if status < 400:
+        return None
+    where = redact(url)
+    detail = redact(body.strip())[:300]
+    if status in TRANSIENT_STATUS:
+        return TransientError(f"{where}: HTTP {status} (server busy or failing){': ' + detail if detail else ''}")
+    if status == 401:
+        return PermanentError(f"{where}: HTTP 401 unauthorized. Check the credentials the provider's client reads "
+                              "(see README 'Real data'); they are never taken from params.yaml")
+    if status == 403:
+        licence = "licen" in body.lower()
+        fix = ("Accept the dataset's licence on the provider's website with this account, then re-run" if licence
+               else "This account may not access it: check the credentials and the licence/terms of the dataset")
+        return PermanentError(f"{where}: HTTP 403 forbidden{': ' + detail if detail else ''}. {fix}")
+    if status == 404:
+        return PermanentError(f"{where}: HTTP 404 not found. Check the URL / dataset name in params.yaml")
+    return PermanentError(f"{where}: HTTP {status}{': ' + detail if detail else ''}")
+
+
+def with_retries(action, what: str, policy: RetryPolicy = RetryPolicy(), sleep=time.sleep):
+    """Call ``action()``; retry TransientError (and network errors) with backoff; raise the rest at once."""
+    import requests
+
+    for attempt in range(policy.attempts):
+        try:
+            return action()
+        except PermanentError:
+            raise
+        except (TransientError, requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError, ConnectionError, TimeoutError) as exc:
+            if attempt == policy.attempts - 1:
+                raise TerrapipeError(f"{what}: failed after {policy.attempts} attempts; last error: "
+                                     f"{redact(str(exc))}. The provider may be down: re-run later") from None
+            delay = policy.delay(attempt)
+            log.warning("%s: %s; retry %d/%d in %.1f s", what, redact(str(exc)), attempt + 1, policy.attempts - 1, delay)
+            sleep(delay)
+
+
+# -- downloads -------------------------------------------------------------------------------------
+def partial_path(url: str, cache_dir: Path | None = None) -> Path:
+    """Where the unfinished download of ``url`` lives between attempts and runs (outside data/raw)."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:24]
+    return Path(cache_dir or CACHE_DIR) / "partial" / f"{key}.part"
+
+
+def _stream_once(session, url: str, part: Path, headers: dict, chunk_size: int, progress, timeout) -> int | None:
+    """One attempt: append to ``part`` from its current size; return the total size if the server told it."""
+    have = part.stat().st_size if part.exists() else 0
+    request_headers = dict(headers)
+    if have:
+        request_headers["Range"] = f"bytes={have}-"
+    with session.get(url, headers=request_headers, stream=True, timeout=timeout) as response:
+        if response.status_code == 416 and have:  # asked past the end: what we hold may already be whole
+            match = re.search(r"/(\d+)", response.headers.get("Content-Range", ""))
+            return int(match.group(1)) if match else None
+        error = classify_status(response.status_code, url, "" if response.ok else response.text)
+        if error:
+            raise error
+        if have and response.status_code == 200:  # the server ignored the range: start over
+            have = 0
+            part.unlink()
+        total = None
+        if response.status_code == 206:
+            match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", response.headers.get("Content-Range", ""))
+            if not match or int(match.group(1)) != have:
+                part.unlink(missing_ok=True)
+                raise TransientError(f"{redact(url)}: unexpected Content-Range {response.headers.get('Content-Range')!r}")
+            total = None if match.group(2) == "*" else int(match.group(2))
+        elif "Content-Length" in response.headers:
+            total = int(response.headers["Content-Length"])
+        if progress is not None:
+            progress.reset(total=total)
+            progress.update(have)
+        with open(part, "ab" if have else "wb") as sink:
+            for chunk in response.iter_content(chunk_size):
+                sink.write(chunk)
+                if progress is not None:
+                    progress.update(len(chunk))
+    return total
+
+
+def remote_info(session, url: str, headers: dict, timeout) -> dict:
+    """Size and published checksum of ``url`` from a HEAD request (GCS sends ``x-goog-hash: md5=...``)."""
+    response = session.head(url, headers=headers, timeout=timeout, allow_redirects=True)
+    error = classify_status(response.status_code, url)
+    if error:
+        raise error
+    size = response.headers.get("Content-Length")
+    md5 = re.search(r"md5=([A-Za-z0-9+/=]+)", response.headers.get("x-goog-hash", ""))
+    return {"size": int(size) if size is not None else None,
+            "md5": base64.b64decode(md5.group(1)).hex() if md5 else None}
+
+
+def download(url: str, dest: Path, *, expected_size: int | None = None, sha256: str | None = None,
+             headers: dict | None = None, policy: RetryPolicy = RetryPolicy(), session=None,
+             cache_dir: Path | None = None, chunk_size: int = 1 << 18, timeout=(10, 60), show_progress: bool = True,
+             sleep=time.sleep) -> Path:
+    """Fetch ``url`` to ``dest`` (whole and verified, or not at all); resume partial data across attempts and runs.
+
+    The size comes from ``expected_size`` or a HEAD request; a checksum from ``sha256`` or the one the
+    server publishes. Memory stays flat: the body is streamed in ``chunk_size`` pieces and hashed from
+    disk afterwards.
+    """
+    import requests
+    from tqdm import tqdm
+
+    dest = Path(dest)
+    part = partial_path(url, cache_dir)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    session = session or requests.Session()
+    headers = headers or {}
+    info = with_retries(lambda: remote_info(session, url, headers, timeout), f"download {dest.name} (HEAD)", policy, sleep)
+    wanted = expected_size or info["size"]
+    progress = tqdm(unit="B", unit_scale=True, desc=dest.name, mininterval=1, disable=not show_progress, leave=False)
+
+    def attempt() -> None:
+        total = _stream_once(session, url, part, headers, chunk_size, progress, timeout)
+        size = part.stat().st_size if part.exists() else 0
+        target = wanted or total
+        if target is not None and size < target:
+            raise TransientError(f"{redact(url)}: body ended after {size} of {target} bytes")
+        if target is not None and size > target:
+            part.unlink()
+            raise TransientError(f"{redact(url)}: received {size} bytes, more than the {target} announced")
+
+    try:
+        with_retries(attempt, f"download {dest.name}", policy, sleep)
+    finally:
+        progress.close()
+    for algorithm, expected in (("sha256", sha256), ("md5", None if sha256 else info["md5"])):
+        if expected and file_digest(part, algorithm) != expected.lower():
+            part.unlink()
+            raise TerrapipeError(f"{redact(url)}: {algorithm} checksum mismatch (expected {expected}). The download "
+                                 "was discarded; re-run to fetch it again, or check the checksum in params.yaml")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(part, dest)
+    except OSError:  # the cache is on another filesystem
+        import shutil
+        shutil.copyfile(part, dest)
+        part.unlink()
+    return dest
+
+
+def file_digest(path: Path, algorithm: str = "sha256", chunk_size: int = 1 << 22) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as source:
+        while block := source.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
