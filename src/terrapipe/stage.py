@@ -31,18 +31,21 @@ def run_stage(main: Callable[[argparse.Namespace], None], description: str,
               extra_args: Callable[[argparse.ArgumentParser], None] | None = None, argv=None) -> None:
     """Parse the stage's arguments, load params into ``args.params_obj`` and run ``main(args)``."""
     from terrapipe.config import load_params
+    from terrapipe.sources.transfer import RedactingFilter, redact
 
     parser = stage_parser(description)
     if extra_args:
         extra_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # no provider key or token reaches a log line
+        handler.addFilter(RedactingFilter())
     started = time.perf_counter()
     try:
         args.params_obj = load_params(args.params)
         main(args)
     except TerrapipeError as exc:
-        print(f"terrapipe: error: {exc}", file=sys.stderr)
+        print(f"terrapipe: error: {redact(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("terrapipe: interrupted; previous outputs were left in place", file=sys.stderr)
