@@ -184,11 +184,11 @@ def remote_info(session, url: str, headers: dict, timeout) -> dict:
 def download(url: str, dest: Path, *, expected_size: int | None = None, sha256: str | None = None,
              headers: dict | None = None, policy: RetryPolicy = RetryPolicy(), session=None,
              cache_dir: Path | None = None, chunk_size: int = 1 << 18, timeout=(10, 60), show_progress: bool = True,
-             sleep=time.sleep) -> Path:
+             sleep=time.sleep, info: dict | None = None) -> Path:
     """Fetch ``url`` to ``dest`` (whole and verified, or not at all); resume partial data across attempts and runs.
 
-    The size comes from ``expected_size`` or a HEAD request; a checksum from ``sha256`` or the one the
-    server publishes. Memory stays flat: the body is streamed in ``chunk_size`` pieces and hashed from
+    The size comes from ``expected_size`` or a HEAD request (skipped when the caller passes its result
+    as ``info``); a checksum from ``sha256`` or the one the server publishes. Memory stays flat: the body is streamed in ``chunk_size`` pieces and hashed from
     disk afterwards.
     """
     import requests
@@ -199,7 +199,8 @@ def download(url: str, dest: Path, *, expected_size: int | None = None, sha256: 
     part.parent.mkdir(parents=True, exist_ok=True)
     session = session or requests.Session()
     headers = headers or {}
-    info = with_retries(lambda: remote_info(session, url, headers, timeout), f"download {dest.name} (HEAD)", policy, sleep)
+    if info is None:
+        info = with_retries(lambda: remote_info(session, url, headers, timeout), f"HEAD {dest.name}", policy, sleep)
     wanted = expected_size or info["size"]
     progress = tqdm(unit="B", unit_scale=True, desc=dest.name, mininterval=1, disable=not show_progress, leave=False)
 

@@ -31,17 +31,22 @@ class Faults:
         with self._lock:
             self._queues[path].extend(faults)
 
-    def next(self, path: str) -> str | None:
+    def next(self, path: str, method: str) -> str | None:
+        """The next fault for this request; body faults wait for a GET (a HEAD has no body to cut)."""
         with self._lock:
             queue = self._queues.get(path)
-            return queue.popleft() if queue else None
+            if not queue or (method != "GET" and not queue[0].startswith("status:")):
+                return None
+            return queue.popleft()
 
 
 class FakeHTTPServer:
     """A threaded HTTP/1.1 server on 127.0.0.1 serving ``root`` plus registered JSON/handler routes."""
 
-    def __init__(self, root: str | os.PathLike | None = None, *, token: str | None = None, token_header: str = "Authorization"):
+    def __init__(self, root: str | os.PathLike | None = None, *, token: str | None = None,
+                 token_header: str = "Authorization", publish_md5: bool = False):
         self.root = Path(root) if root else None
+        self.publish_md5 = publish_md5  # send GCS's ``x-goog-hash: md5=...`` with files
         self.faults = Faults()
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, headers) for assertions
         self.routes: dict[tuple[str, str], callable] = {}  # (method, regex) -> fn(handler, match) -> bool
@@ -96,7 +101,7 @@ class FakeHTTPServer:
         handler.request_body = body
         if self.token and handler.headers.get(self.token_header, "") not in (self.token, f"Bearer {self.token}"):
             return send_json(handler, 401, {"title": "Authentication failed", "detail": "invalid token"})
-        fault = self.faults.next(path)
+        fault = self.faults.next(path, method)
         if fault and fault.startswith("status:"):
             status = int(fault.split(":")[1])
             return send_json(handler, status, {"title": f"injected {status}"})
@@ -107,8 +112,14 @@ class FakeHTTPServer:
         if self.root is not None and method in ("GET", "HEAD"):
             target = (self.root / path.lstrip("/")).resolve()
             if target.is_file() and self.root.resolve() in target.parents:
-                return send_file(handler, target, method, fault)
+                return send_file(handler, target, method, fault, _md5_header(target) if self.publish_md5 else None)
         send_json(handler, 404, {"title": "not found", "path": path})
+
+
+def _md5_header(path: Path) -> dict:
+    import base64
+    import hashlib
+    return {"x-goog-hash": "md5=" + base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()}
 
 
 def send_json(handler, status: int, payload, headers: dict | None = None) -> None:
