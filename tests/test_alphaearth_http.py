@@ -47,7 +47,10 @@ def test_fetch_writes_the_published_files_and_downstream_runs(published, workdir
     for name in FILES.values():
         assert (out / name).read_bytes() == (folder / name).read_bytes()
     record = json.loads((out / "download.json").read_text())
-    assert record[FILES["embeddings"]]["sha256"] == hashlib.sha256((folder / FILES["embeddings"]).read_bytes()).hexdigest()
+    published_md5 = hashlib.md5((folder / FILES["embeddings"]).read_bytes()).hexdigest()
+    assert record[FILES["embeddings"]] == {"url": _params(server).sources.alphaearth.http.embeddings_url,
+                                           "size": len((folder / FILES["embeddings"]).read_bytes()),
+                                           "md5": published_md5, "sha256": None}
     processed = workdir / "processed"
     processed.mkdir()
     report = clean_alphaearth(out, processed, _params(server).normalize.alphaearth)

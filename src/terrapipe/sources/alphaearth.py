@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from terrapipe.errors import InputDataError
-from terrapipe.sources.transfer import RetryPolicy, download, file_digest, remote_info, redact, with_retries
+from terrapipe.sources.transfer import RetryPolicy, download, remote_info, redact, with_retries
 
 log = logging.getLogger("terrapipe.alphaearth")
 PREVIOUS = Path("data/raw/alphaearth")
@@ -30,7 +30,7 @@ def _reusable(previous: dict, name: str, url: str, info: dict, pinned: str | Non
     if not record or record["url"] != url or not path.is_file() or path.stat().st_size != record["size"]:
         return None
     same_remote = info["size"] == record["size"] and info["md5"] in (None, record.get("md5"))
-    same_pin = pinned is None or pinned == record["sha256"]
+    same_pin = pinned is None or pinned == record.get("sha256")
     return path if same_remote and same_pin else None
 
 
@@ -86,7 +86,7 @@ def fetch_http(params, study, out_dir: Path) -> None:
             continue
         log.info("%s: downloading %s (%s bytes)", name, redact(url), info["size"])
         download(url, target, sha256=pinned, policy=policy, session=session, info=info)
-        record[name] = {"url": url, "size": target.stat().st_size, "md5": info["md5"], "sha256": file_digest(target)}
+        record[name] = {"url": url, "size": target.stat().st_size, "md5": info["md5"], "sha256": pinned}
     check_metadata(out_dir / FILES["metadata"])
     check_embeddings(out_dir / FILES["embeddings"])
     (out_dir / "download.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -127,13 +127,54 @@ def with_retries(action, what: str, policy: RetryPolicy = RetryPolicy(), sleep=t
 
 
 # -- downloads -------------------------------------------------------------------------------------
+class _Digests:
+    """Checksums computed on a worker thread while chunks arrive (hashlib releases the GIL), so
+    verification overlaps the transfer instead of re-reading the file afterwards."""
+
+    def __init__(self, algorithms: tuple[str, ...]):
+        import queue
+        import threading
+        self.algorithms = algorithms
+        self.consumed = 0
+        self._hashes = {a: hashlib.new(a) for a in algorithms}
+        self._queue: queue.Queue = queue.Queue(maxsize=32)
+        self._thread = threading.Thread(target=self._work, daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            for digest in self._hashes.values():
+                digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self.consumed += len(chunk)
+        self._queue.put(chunk)
+
+    def restart_from(self, part: Path, have: int) -> None:
+        """Re-align with the bytes already on disk (a resumed or restarted download)."""
+        if self.consumed == have:
+            return
+        self.finish()
+        self.__init__(self.algorithms)
+        if have:
+            with open(part, "rb") as source:
+                while block := source.read(1 << 22):
+                    self.update(block)
+
+    def finish(self) -> dict[str, str]:
+        self._queue.put(None)
+        self._thread.join()
+        return {a: h.hexdigest() for a, h in self._hashes.items()}
+
+
 def partial_path(url: str, cache_dir: Path | None = None) -> Path:
     """Where the unfinished download of ``url`` lives between attempts and runs (outside data/raw)."""
     key = hashlib.sha256(url.encode()).hexdigest()[:24]
     return Path(cache_dir or CACHE_DIR) / "partial" / f"{key}.part"
 
 
-def _stream_once(session, url: str, part: Path, headers: dict, chunk_size: int, progress, timeout) -> int | None:
+def _stream_once(session, url: str, part: Path, headers: dict, chunk_size: int, progress, timeout,
+                 digests: _Digests) -> int | None:
     """One attempt: append to ``part`` from its current size; return the total size if the server told it."""
     have = part.stat().st_size if part.exists() else 0
     request_headers = dict(headers)
@@ -158,14 +199,14 @@ def _stream_once(session, url: str, part: Path, headers: dict, chunk_size: int, 
             total = None if match.group(2) == "*" else int(match.group(2))
         elif "Content-Length" in response.headers:
             total = int(response.headers["Content-Length"])
-        if progress is not None:
-            progress.reset(total=total)
-            progress.update(have)
+        progress.reset(total=total)
+        progress.update(have)
+        digests.restart_from(part, have)
         with open(part, "ab" if have else "wb") as sink:
             for chunk in response.iter_content(chunk_size):
                 sink.write(chunk)
-                if progress is not None:
-                    progress.update(len(chunk))
+                digests.update(chunk)
+                progress.update(len(chunk))
     return total
 
 
@@ -183,7 +224,7 @@ def remote_info(session, url: str, headers: dict, timeout) -> dict:
 
 def download(url: str, dest: Path, *, expected_size: int | None = None, sha256: str | None = None,
              headers: dict | None = None, policy: RetryPolicy = RetryPolicy(), session=None,
-             cache_dir: Path | None = None, chunk_size: int = 1 << 18, timeout=(10, 60), show_progress: bool = True,
+             cache_dir: Path | None = None, chunk_size: int = 1 << 20, timeout=(10, 60), show_progress: bool = True,
              sleep=time.sleep, info: dict | None = None) -> Path:
     """Fetch ``url`` to ``dest`` (whole and verified, or not at all); resume partial data across attempts and runs.
 
@@ -203,9 +244,11 @@ def download(url: str, dest: Path, *, expected_size: int | None = None, sha256: 
         info = with_retries(lambda: remote_info(session, url, headers, timeout), f"HEAD {dest.name}", policy, sleep)
     wanted = expected_size or info["size"]
     progress = tqdm(unit="B", unit_scale=True, desc=dest.name, mininterval=1, disable=not show_progress, leave=False)
+    checks = {"sha256": sha256, "md5": None if sha256 else info["md5"]}
+    digests = _Digests(tuple(a for a, expected in checks.items() if expected))
 
     def attempt() -> None:
-        total = _stream_once(session, url, part, headers, chunk_size, progress, timeout)
+        total = _stream_once(session, url, part, headers, chunk_size, progress, timeout, digests)
         size = part.stat().st_size if part.exists() else 0
         target = wanted or total
         if target is not None and size < target:
@@ -216,10 +259,12 @@ def download(url: str, dest: Path, *, expected_size: int | None = None, sha256: 
 
     try:
         with_retries(attempt, f"download {dest.name}", policy, sleep)
+        digests.restart_from(part, part.stat().st_size)  # a 416 "already whole" attempt streamed nothing
     finally:
         progress.close()
-    for algorithm, expected in (("sha256", sha256), ("md5", None if sha256 else info["md5"])):
-        if expected and file_digest(part, algorithm) != expected.lower():
+        computed = digests.finish()
+    for algorithm, expected in checks.items():
+        if expected and computed[algorithm] != expected.lower():
             part.unlink()
             raise TerrapipeError(f"{redact(url)}: {algorithm} checksum mismatch (expected {expected}). The download "
                                  "was discarded; re-run to fetch it again, or check the checksum in params.yaml")

@@ -7,6 +7,9 @@ code paths: 5xx bursts, dropped connections mid-body and truncated bodies. Backe
 """
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import json
 import os
 import re
@@ -117,9 +120,18 @@ class FakeHTTPServer:
 
 
 def _md5_header(path: Path) -> dict:
-    import base64
-    import hashlib
-    return {"x-goog-hash": "md5=" + base64.b64encode(hashlib.md5(path.read_bytes()).digest()).decode()}
+    stat = path.stat()
+    return {"x-goog-hash": "md5=" + _md5_b64(path, stat.st_size, stat.st_mtime_ns)}
+
+
+@functools.lru_cache(maxsize=64)
+def _md5_b64(path: Path, size: int, mtime_ns: int) -> str:
+    """Computed once per file version, as a bucket stores it with the object."""
+    digest = hashlib.md5()
+    with open(path, "rb") as source:
+        while block := source.read(CHUNK):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
 
 
 def send_json(handler, status: int, payload, headers: dict | None = None) -> None:
