@@ -30,7 +30,6 @@ RAW_COLUMNS = ("gbif_id", "taxon_id", "taxon_name", "latitude", "longitude", "ye
                "hour", "minute", "second", "image_urls", "num_images", "has_vision", "language_embedding", "split")
 VISION_COLUMNS = ("gbif_id", "embedding")
 NULLABLE_COLUMNS = ("hour", "minute", "second", "image_urls")  # the rest must be filled on every row
-_CHUNK_ROWS = 4096  # rows compared at a time when checking language embeddings (bounded memory)
 _REFETCH = "Re-run `dvc repro fetch_deepearth` to fetch it again"
 
 
@@ -39,8 +38,9 @@ def fix_image_urls(urls) -> list[str]:
     return [part.strip() for url in (urls or []) for part in (url or "").split(";") if part.strip()]
 
 
-def list_matrix(column, path, name: str) -> np.ndarray:
-    """A list<float> arrow column of equal-length lists (nulls already refused) as float32 [rows, dim]."""
+def list_matrix(column, path, name: str, first_row: int = 0) -> np.ndarray:
+    """A list<float> arrow column of equal-length lists (nulls already refused) as float32 [rows, dim]
+    (``first_row``: the column's first row in the file, for messages)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -48,8 +48,8 @@ def list_matrix(column, path, name: str) -> np.ndarray:
     lengths = pc.list_value_length(column).to_numpy()
     if len(lengths) and (lengths != lengths[0]).any():
         row = int(np.flatnonzero(lengths != lengths[0])[0])
-        raise InputDataError(path, f"column '{name}' has {lengths[row]} values on row {row} but {lengths[0]} on row 0",
-                             _REFETCH)
+        raise InputDataError(path, f"column '{name}' has {lengths[row]} values on row {first_row + row} but "
+                             f"{lengths[0]} on row {first_row}", _REFETCH)
     dim = int(lengths[0]) if len(lengths) else 0
     values = column.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False)
     return values.reshape(len(column), dim)
@@ -72,21 +72,29 @@ def index_species(taxon_id: np.ndarray, taxon_name: np.ndarray, path):
     return species, index
 
 
-def language_per_species(matrix: np.ndarray, species_index: np.ndarray, taxon_ids, path) -> np.ndarray:
-    """One language embedding per species; every row of a species must hold the bit-identical vector."""
-    first = np.unique(species_index, return_index=True)[1]
-    table = np.ascontiguousarray(matrix[first], np.float32)
-    bits, table_bits = matrix.view(np.int32), table.view(np.int32)
-    for start in range(0, len(matrix), _CHUNK_ROWS):
-        rows = slice(start, start + _CHUNK_ROWS)
-        differs = (bits[rows] != table_bits[species_index[rows]]).any(axis=1)
+def language_per_species(chunks, species_index: np.ndarray, n_species: int, taxon_ids, path) -> np.ndarray:
+    """One language embedding per species from the column's chunks (in row order); every row of a
+    species must hold the bit-identical vector. Memory: one chunk at a time."""
+    table, seen, start = None, np.zeros(n_species, bool), 0
+    for chunk in chunks:
+        matrix = list_matrix(chunk, path, "language_embedding", start)
+        rows = species_index[start:start + len(matrix)]
+        if table is None:
+            table = np.zeros((n_species, matrix.shape[1]), np.float32)
+        elif matrix.shape[1] != table.shape[1]:
+            raise InputDataError(path, f"column 'language_embedding' has {matrix.shape[1]} values on row {start} but "
+                                 f"{table.shape[1]} on row 0", _REFETCH)
+        new, first = np.unique(rows, return_index=True)
+        fresh = ~seen[new]
+        table[new[fresh]], seen[new[fresh]] = matrix[first[fresh]], True
+        differs = (matrix.view(np.int32) != table[rows].view(np.int32)).any(axis=1)
         if differs.any():
             row = start + int(differs.argmax())
-            taxon = taxon_ids[species_index[row]]
-            raise InputDataError(path, f"column 'language_embedding' differs between rows {first[species_index[row]]} "
-                                 f"and {row} of taxon {taxon}, but must be identical for every row of a species",
+            raise InputDataError(path, f"column 'language_embedding' on row {row} differs from the first row of taxon "
+                                 f"{taxon_ids[species_index[row]]}, but must be identical for every row of a species",
                                  "The file is corrupt or mixes releases; re-run fetch_deepearth")
-    return table
+        start += len(matrix)
+    return table if table is not None else np.zeros((n_species, 0), np.float32)
 
 
 def align_vision(obs_gbif: np.ndarray, vision_gbif: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,8 +136,13 @@ def observations_schema():
     ])
 
 
-def tidy_tables(observations, vision, obs_path, vision_path):
-    """Tidy the raw arrow tables; returns (observations DataFrame, species DataFrame, language, vision, report)."""
+def tidy_tables(observations, language_chunks, vision_gbif: np.ndarray, vision_chunks, vision_out, obs_path, vision_path):
+    """Tidy the raw observations (an arrow table without the embedding column) and stream the embeddings.
+
+    ``language_chunks`` / ``vision_chunks`` yield the raw embedding columns chunk by chunk in file order;
+    ``vision_out(n, dim)`` returns an array-like with ``write_rows(first, block)`` that receives the vision
+    matrix in tidy order. Returns (observations DataFrame, species DataFrame, language, report).
+    """
     import pandas as pd
     import pyarrow as pa
 
@@ -140,19 +153,16 @@ def tidy_tables(observations, vision, obs_path, vision_path):
         return values.to_numpy(zero_copy_only=False)
 
     _check_filled(observations, obs_path)
-    _check_filled(vision, vision_path)
     gbif = column("gbif_id", pa.int64())
-    vision_gbif = vision.column("gbif_id").cast(pa.int64()).to_numpy()
     _duplicated(gbif, obs_path, "gbif_id")
     _duplicated(vision_gbif, vision_path, "gbif_id")
 
     taxon_id, taxon_name = column("taxon_id", pa.string()), column("taxon_name", pa.string())
     species, species_index = index_species(taxon_id, taxon_name, obs_path)
-    language = language_per_species(list_matrix(observations.column("language_embedding"), obs_path,
-                                                 "language_embedding"),
-                                    species_index, species["taxon_id"].to_numpy(), obs_path)
+    language = language_per_species(language_chunks, species_index, len(species), species["taxon_id"].to_numpy(),
+                                    obs_path)
     vision_row, raw_rows = align_vision(gbif, vision_gbif)
-    vision_matrix = list_matrix(vision.column("embedding"), vision_path, "embedding")[raw_rows]
+    vision_dim = write_vision(vision_chunks, raw_rows, len(vision_gbif), vision_out, vision_path)
 
     raw_urls = observations.column("image_urls").to_pylist()
     urls = [fix_image_urls(u) for u in raw_urls]
@@ -176,14 +186,53 @@ def tidy_tables(observations, vision, obs_path, vision_path):
         "embedding_without_has_vision_flag": int((~raw_flag & has_vision).sum()),
         "orphan_vision_embeddings": int(len(vision_gbif) - has_vision.sum()),
         "language_dim": int(language.shape[1]),
-        "vision_dim": int(vision_matrix.shape[1]),
+        "vision_dim": vision_dim,
         "dataset_split": {str(k): int(v) for k, v in tidy["dataset_split"].value_counts().items()},
     }
-    return tidy, species, language, vision_matrix, report
+    return tidy, species, language, report
 
 
-def _read(path: Path, columns):
-    """A parquet file's required columns, or an InputDataError naming the file and the missing column."""
+def write_vision(chunks, raw_rows: np.ndarray, n_raw: int, vision_out, path) -> int:
+    """Copy raw vision rows into tidy order (tidy row k = raw row ``raw_rows[k]``), chunk by chunk;
+    contiguous runs (the usual case: both files in observation order) are written in one go."""
+    tidy_of_raw = np.full(n_raw, -1, np.int64)
+    tidy_of_raw[raw_rows] = np.arange(len(raw_rows))
+    out, dim, start = None, 0, 0
+    for chunk in chunks:
+        matrix = list_matrix(chunk, path, "embedding", start)
+        if out is None:
+            dim = matrix.shape[1]
+            out = vision_out(len(raw_rows), dim)
+        elif matrix.shape[1] != dim:
+            raise InputDataError(path, f"column 'embedding' has {matrix.shape[1]} values on row {start} but {dim} on "
+                                 "row 0", _REFETCH)
+        targets = tidy_of_raw[start:start + len(matrix)]
+        keep = np.flatnonzero(targets >= 0)
+        if len(keep) and (np.diff(targets[keep]) == 1).all():
+            out.write_rows(int(targets[keep[0]]), matrix[keep])
+        else:
+            for row in keep:
+                out.write_rows(int(targets[row]), matrix[row:row + 1])
+        start += len(matrix)
+    if out is None:
+        vision_out(0, 0)
+    return dim
+
+
+def _batches(path: Path, column: str, batch_rows: int = 2048):
+    """One column of a parquet file, batch by batch (a corrupt file -> InputDataError naming it)."""
+    import pyarrow.parquet as pq
+
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+            yield batch.column(0)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
+        raise InputDataError(path, f"column '{column}' is not readable ({exc})", _REFETCH) from None
+
+
+def _read(path: Path, columns, also_required=()):
+    """A parquet file's ``columns`` (checking that ``also_required`` exist too, to be streamed later), or
+    an InputDataError naming the file and the missing column."""
     import pyarrow.parquet as pq
 
     try:
@@ -192,9 +241,10 @@ def _read(path: Path, columns):
         raise InputDataError(path, "missing", _REFETCH) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
         raise InputDataError(path, f"not a readable parquet file ({exc})", _REFETCH) from None
-    missing = [c for c in columns if c not in names]
+    required = [*columns, *also_required]
+    missing = [c for c in required if c not in names]
     if missing:
-        raise InputDataError(path, f"missing column(s) {missing}", f"The file needs columns {list(columns)}")
+        raise InputDataError(path, f"missing column(s) {missing}", f"The file needs columns {required}")
     try:
         return pq.read_table(path, columns=list(columns))
     except Exception as exc:  # noqa: BLE001
@@ -208,15 +258,31 @@ def tidy_deepearth(raw_dir: str | Path, out_dir: str | Path) -> dict:
 
     from terrapipe.atomic import write_json
 
+    from terrapipe.data.arrays import NpyRows
+
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     obs_path, vision_path = raw_dir / OBSERVATIONS_FILE, raw_dir / VISION_FILE
-    tidy, species, language, vision, report = tidy_tables(
-        _read(obs_path, RAW_COLUMNS), _read(vision_path, VISION_COLUMNS), obs_path, vision_path)
+    observations = _read(obs_path, [c for c in RAW_COLUMNS if c != "language_embedding"],
+                         also_required=["language_embedding"])
+    vision_ids = _read(vision_path, ["gbif_id"], also_required=["embedding"])
+    _check_filled(vision_ids, vision_path)
+    writers = []
+
+    def vision_out(n: int, dim: int):
+        writers.append(NpyRows(out_dir / "vision_embeddings.npy", np.float32, (n, dim)))
+        return writers[-1]
+
+    try:
+        tidy, species, language, report = tidy_tables(
+            observations, _batches(obs_path, "language_embedding"), vision_ids.column("gbif_id").to_numpy(),
+            _batches(vision_path, "embedding"), vision_out, obs_path, vision_path)
+    finally:
+        for writer in writers:
+            writer.close()
     pq.write_table(pa.Table.from_pandas(tidy, schema=observations_schema(), preserve_index=False),
                    out_dir / "observations.parquet")
     species.to_parquet(out_dir / "species.parquet", index=False)
     np.save(out_dir / "language_embeddings.npy", language)
-    np.save(out_dir / "vision_embeddings.npy", vision)
     write_json(out_dir / "tidy_report.json", report)
     log.info("deepearth: %d observations, %d species, %d with vision, %d image_urls rows repaired",
              report["rows"], report["species"], report["with_vision"], report["fixed_image_urls_rows"])

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from terrapipe.data.arrays import NpyRows
 from terrapipe.data.normalize import MISSING_VALUE, RunningStats, normalize, stats_to_json
 from terrapipe.errors import InputDataError
 
@@ -132,10 +133,9 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
     arrays, stats = {}, {}
     for mod in mods:
         t = months if mod.multitemporal else 1
-        arrays[mod.name] = np.lib.format.open_memmap(out_dir / f"{mod.name}.npy", "w+", np.float32,
-                                                     (n, chip_size, chip_size, t, len(mod.bands)))
+        arrays[mod.name] = NpyRows(out_dir / f"{mod.name}.npy", np.float32, (n, chip_size, chip_size, t, len(mod.bands)))
         stats[mod.name] = RunningStats(len(mod.bands))
-    classes = np.lib.format.open_memmap(out_dir / "worldcover_class.npy", "w+", np.uint8, (n, chip_size, chip_size))
+    classes = NpyRows(out_dir / "worldcover_class.npy", np.uint8, (n, chip_size, chip_size))
     timestamps = np.zeros((n, months, 3), np.int32)
     rows = []
     for i, site in enumerate(tqdm(list(sites.itertuples(index=False)), desc="normalize_sentinel", unit="site", mininterval=2)):
@@ -148,7 +148,9 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
             arrays[mod.name][i] = sample
             if is_train:
                 stats[mod.name].update(sample)
-        classes[i] = np.where(arrays["worldcover"][i, :, :, 0, 0] == MISSING_VALUE, 0, arrays["worldcover"][i, :, :, 0, 0])
+            if mod.name == "worldcover":
+                codes = sample[:, :, 0, 0]
+                classes[i] = np.where(codes == MISSING_VALUE, 0, codes)
         grid = site_grid(site.latitude, site.longitude, chip_size)
         rows.append({"row": i, "site_id": site.site_id, "aoi_id": site.aoi_id, "split": split_of[site.site_id],
                      "latitude": site.latitude, "longitude": site.longitude, "epsg": grid.epsg, "x0": grid.x0,
@@ -163,8 +165,8 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
         arr = arrays[mod.name]
         for i in range(n):
             arr[i] = normalize(arr[i], results[mod.name]["mean"], results[mod.name]["std"], std_multiplier)
-        arr.flush()
-    classes.flush()
+        arr.close()
+    classes.close()
     np.save(out_dir / "timestamps.npy", timestamps)
     pd.DataFrame(rows).to_parquet(out_dir / "sites.parquet", index=False)
     document = {mod.name: stats_to_json(mod.bands, results[mod.name], units=mod.units,

@@ -45,6 +45,7 @@ JOINED_URLS_FRACTION = 0.05   # rows whose urls come as one ";"-joined string in
 NUISANCE_DIM = 32             # image nuisance (light, background, pose) spans a shared subspace
 VISION_NOISE = 0.35           # std of each nuisance factor, against unit species prototypes
 COVER_WEIGHT = 0.5
+POINTS_PER_CHUNK = 20_000      # AlphaEarth points evaluated at a time (bounded memory)
 
 
 def _rng(seed: int, *names: str) -> np.random.Generator:
@@ -111,7 +112,10 @@ def sample_alphaearth(params, study):
     lat, lon = _uniform_in_boxes(rng, boxes + [study.deepearth_bbox], n)
     elev = world.elevation(lat, lon) + rng.normal(0.0, 2.0, n)
     years, dates = _iso_dates(rng, n, *ALPHAEARTH_YEARS)
-    emb = world.alphaearth_embedding(lat, lon, world.land_cover(lat, lon), years).astype(np.float32)
+    emb = np.empty((n, 64), np.float32)
+    for start in range(0, n, POINTS_PER_CHUNK):  # the world's fields need ~1 kB per point: bound it
+        rows = slice(start, start + POINTS_PER_CHUNK)
+        emb[rows] = world.alphaearth_embedding(lat[rows], lon[rows], world.land_cover(lat[rows], lon[rows]), years[rows])
     dirt = plant_dirt(rng, lat, elev, dates, emb, sample.dirty_fraction)
     return pd.DataFrame({"latitude": lat, "longitude": lon, "elevation_m": elev, "event_date": dates}), emb, dirt
 
@@ -222,8 +226,14 @@ def vision_embeddings(rng: np.random.Generator, seed: int, taxon_ids, cover: np.
     return vision / np.linalg.norm(vision, axis=1, keepdims=True)
 
 
-def sample_deepearth(params, study):
-    """(observations, vision embeddings) arrow tables with the HF dataset's columns."""
+def deepearth_batches(params, study, chunk_rows: int = 2048):
+    """(observations, vision embeddings) arrow record batches with the HF dataset's columns, chunk by chunk.
+
+    Per-row metadata is drawn for all rows at once (a few bytes each); the wide columns (the 7,168-D
+    language embedding repeated on every row, the 1,408-D vision embedding) are built one chunk at a
+    time, so memory does not grow with the number of observations. The random stream is the same as
+    drawing everything at once.
+    """
     import pyarrow as pa
 
     sample = params.sources.deepearth.sample
@@ -253,33 +263,54 @@ def sample_deepearth(params, study):
     has_vision = np.zeros(n, bool)
     has_vision[rng.choice(n, int(round(sample.vision_fraction * n)), replace=False)] = True
     urls = _image_urls(rng, n, has_vision)
-
     language = language_embeddings(params.seed, species, sample.language_dim)
-    v = np.flatnonzero(has_vision)
-    vision = vision_embeddings(rng, params.seed, species["taxon_id"].to_numpy()[sp[v]], cover[v], sample.vision_dim)
+    taxon_ids = species["taxon_id"].to_numpy(dtype=object)
+    taxon_names = species["taxon_name"].to_numpy(dtype=object)
+    split = np.where(year < sample.last_year, "train", "temporal_test")
 
     int64 = pa.int64()
-    observations = pa.table({
-        "gbif_id": pa.array(gbif_id, int64),
-        "taxon_id": pa.array(species["taxon_id"].to_numpy(dtype=object)[sp], pa.string()),
-        "taxon_name": pa.array(species["taxon_name"].to_numpy(dtype=object)[sp], pa.string()),
-        "latitude": pa.array(lat), "longitude": pa.array(lon),
-        "year": pa.array(year, int64), "month": pa.array(month, int64), "day": pa.array(day, int64),
-        "hour": pa.array(hour, int64, mask=no_time), "minute": pa.array(minute, int64, mask=no_time),
-        "second": pa.array(second, int64, mask=no_time),
-        "image_urls": pa.array(urls, pa.list_(pa.string())),
-        "num_images": pa.array([len(u) for u in urls], int64),
-        "has_vision": pa.array(has_vision),
-        "language_embedding": _fixed_lists(language[sp]),
-        "split": pa.array(np.where(year < sample.last_year, "train", "temporal_test"), pa.string()),
-    })
-    return observations, pa.table({"gbif_id": pa.array(gbif_id[v], int64), "embedding": _fixed_lists(vision)})
+    for start in range(0, n, chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        observations = pa.record_batch({
+            "gbif_id": pa.array(gbif_id[rows], int64),
+            "taxon_id": pa.array(taxon_ids[sp[rows]], pa.string()),
+            "taxon_name": pa.array(taxon_names[sp[rows]], pa.string()),
+            "latitude": pa.array(lat[rows]), "longitude": pa.array(lon[rows]),
+            "year": pa.array(year[rows], int64), "month": pa.array(month[rows], int64),
+            "day": pa.array(day[rows], int64),
+            **{name: pa.array(values[rows], int64, mask=no_time[rows])
+               for name, values in (("hour", hour), ("minute", minute), ("second", second))},
+            "image_urls": pa.array(urls[rows], pa.list_(pa.string())),
+            "num_images": pa.array([len(u) for u in urls[rows]], int64),
+            "has_vision": pa.array(has_vision[rows]),
+            "language_embedding": _fixed_lists(language[sp[rows]]),
+            "split": pa.array(split[rows], pa.string()),
+        })
+        v = start + np.flatnonzero(has_vision[rows])
+        vision = vision_embeddings(rng, params.seed, taxon_ids[sp[v]], cover[v], sample.vision_dim)
+        yield observations, pa.record_batch({"gbif_id": pa.array(gbif_id[v], int64), "embedding": _fixed_lists(vision)})
+
+
+def sample_deepearth(params, study):
+    """(observations, vision embeddings) as whole arrow tables (for small samples and test fixtures)."""
+    import pyarrow as pa
+
+    observations, vision = zip(*deepearth_batches(params, study))
+    return pa.Table.from_batches(observations), pa.Table.from_batches(vision)
 
 
 def fetch_deepearth(params, study, out_dir: Path) -> None:
-    """Write observations.parquet and vision_embeddings.parquet (the HF dataset's layout, pooled vision)."""
+    """Write observations.parquet and vision_embeddings.parquet (the HF dataset's layout, pooled vision),
+    streaming one chunk of rows at a time."""
     import pyarrow.parquet as pq
 
-    observations, vision = sample_deepearth(params, study)
-    pq.write_table(observations, Path(out_dir) / "observations.parquet")
-    pq.write_table(vision, Path(out_dir) / "vision_embeddings.parquet")
+    writers = {}
+    try:
+        for batches in deepearth_batches(params, study):
+            for name, batch in zip(("observations.parquet", "vision_embeddings.parquet"), batches):
+                if name not in writers:
+                    writers[name] = pq.ParquetWriter(Path(out_dir) / name, batch.schema)
+                writers[name].write_batch(batch)
+    finally:
+        for writer in writers.values():
+            writer.close()
