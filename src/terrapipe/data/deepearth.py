@@ -224,7 +224,9 @@ def _batches(path: Path, column: str, batch_rows: int = 2048):
     import pyarrow.parquet as pq
 
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=[column]):
+        # pre_buffer (pyarrow's default) would keep every row group's column chunk alive until the end
+        source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        for batch in source.iter_batches(batch_size=batch_rows, columns=[column]):
             yield batch.column(0)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid / ArrowIOError derive from these
         raise InputDataError(path, f"column '{column}' is not readable ({exc})", _REFETCH) from None
