@@ -104,8 +104,13 @@ LOADERS = {"sites": load_sites, "deepearth": load_deepearth, "alphaearth": load_
 
 def main(args: argparse.Namespace) -> None:
     from terrapipe.atomic import atomic_path, write_json
-    from terrapipe.data.split import (ASSIGNMENT_COLUMNS, observation_table, plot_split, split_to_json,
-                                      spatiotemporal_split)
+    from terrapipe.data.split import (
+        ASSIGNMENT_COLUMNS,
+        observation_table,
+        plot_split,
+        spatiotemporal_split,
+        split_to_json,
+    )
 
     points = LOADERS[args.dataset](args)
     frame = points.frame

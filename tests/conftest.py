@@ -44,6 +44,16 @@ def small_params():
     return parse_params(SMALL_PARAMS)
 
 
+@pytest.fixture(scope="session")
+def study(tmp_path_factory):
+    """The default study definition with 4 sites per AOI (read-only: tests must not modify it)."""
+    from terrapipe.study import load_study, write_default_inputs
+
+    inputs = tmp_path_factory.mktemp("inputs") / "inputs"
+    write_default_inputs(inputs)
+    return load_study(inputs, 4)
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     """A working directory with the default study in data/inputs and SMALL_PARAMS in params.yaml."""

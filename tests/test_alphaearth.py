@@ -16,7 +16,7 @@ from terrapipe.config import parse_params
 from terrapipe.data.alphaearth import DROP_REASONS, clean_alphaearth, fractional_year, parse_event_dates
 from terrapipe.errors import InputDataError
 from terrapipe.sources.sample_points import DIRT_KINDS, fetch_alphaearth, sample_alphaearth
-from terrapipe.study import load_study, write_default_inputs
+from terrapipe.study import write_default_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"sources": {"alphaearth": {"sample": {"n_points": 400, "dirty_fraction": 0.2}}}}
@@ -29,13 +29,6 @@ EXPECTED_REASON = {"nan_elevation": "missing_elevation", "elevation_9999": "elev
 
 def small_params(seed: int = 0, **cleaning):
     return parse_params({**SMALL, "seed": seed, "normalize": {"alphaearth": cleaning}})
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    inputs = tmp_path_factory.mktemp("inputs") / "inputs"
-    write_default_inputs(inputs)
-    return load_study(inputs, 4)
 
 
 @pytest.fixture(scope="module")

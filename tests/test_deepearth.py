@@ -17,7 +17,7 @@ from terrapipe.data.deepearth import fix_image_urls, tidy_deepearth
 from terrapipe.errors import InputDataError
 from terrapipe.sources.sample_points import HABITAT_COVER, fetch_deepearth, sample_deepearth
 from terrapipe.sources.world import WORLDCOVER, World
-from terrapipe.study import load_study, write_default_inputs
+from terrapipe.study import write_default_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"sources": {"deepearth": {"sample": {"n_observations": 2000, "language_dim": 64}}}}
@@ -25,13 +25,6 @@ SMALL = {"sources": {"deepearth": {"sample": {"n_observations": 2000, "language_
 
 def small_params(seed: int = 0):
     return parse_params({**SMALL, "seed": seed})
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    inputs = tmp_path_factory.mktemp("inputs") / "inputs"
-    write_default_inputs(inputs)
-    return load_study(inputs, 4)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import rioxarray
 from conftest import run_stage, tree_digest
 
 from terrapipe.config import S2_BANDS
-from terrapipe.data.imagery import build_store, read_chip, modalities
+from terrapipe.data.imagery import build_store, modalities, read_chip
 from terrapipe.data.normalize import MISSING_VALUE, band_stats
 from terrapipe.data.store import TrainingStore
 from terrapipe.sources import fetch
@@ -114,7 +114,7 @@ def test_store_stats_use_train_sites_only_and_missing_survives(raw, small_params
     arr = store.arrays["s2"]
     scenes = pd.read_csv(out / "scenes.csv", parse_dates=["date"])
     for i, site in enumerate(sites.site_id):
-        present = set(scenes.query("site_id == @site and sensor == 's2'")["date"].dt.month)
+        present = set(scenes[(scenes.site_id == site) & (scenes.sensor == "s2")]["date"].dt.month)
         for t, month in enumerate([1, 2, 3, 4]):
             chip = arr[i, :, :, t, :]
             if month in present:
@@ -178,3 +178,31 @@ def test_truncated_geotiff_is_named(raw):
     with pytest.raises(InputDataError, match="not a readable GeoTIFF") as info:
         read_chip(victim, modalities(["s1"], S2_BANDS)[0], 18)
     assert str(victim) in str(info.value)
+
+
+def test_a_band_missing_everywhere_stays_missing(raw, small_params, tmp_path):
+    """Landsat Collection 2 Level-2 has no B8/B9/B11: such bands are kept as missing, not an error."""
+    import json
+    out, study = raw
+    for path in out.glob("*/landsat/*.tif"):
+        with rasterio.open(path, "r+") as dst:
+            data = dst.read()
+            data[7] = 0  # B8 is nodata in every scene
+            dst.write(data)
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    build_store(out, study.sites, _split_of(study, set()), ["landsat"], S2_BANDS, 18, 4, 2.0, store_dir)
+    landsat = np.load(store_dir / "landsat.npy")
+    assert (landsat[..., 7] == MISSING_VALUE).all() and (landsat[..., 0] != MISSING_VALUE).any()
+    stats = json.loads((store_dir / "stats.json").read_text())["landsat"]["bands"]
+    assert stats["B8"] == {"mean": None, "std": None, "count": 0} and stats["B1"]["count"] > 0
+
+
+def test_no_train_site_is_an_error(raw, tmp_path):
+    from terrapipe.errors import InputDataError
+    out, study = raw
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    with pytest.raises(InputDataError, match="has no train site"):
+        build_store(out, study.sites, _split_of(study, set(study.sites.site_id)), ["s1"], S2_BANDS, 18, 4, 2.0,
+                    store_dir)

@@ -15,8 +15,15 @@ import pytest
 import yaml
 
 from terrapipe.config import SplitParams
-from terrapipe.data.split import (ASSIGNMENT_COLUMNS, geodesic_km, observation_table, plot_split, split_to_json,
-                                  spatiotemporal_split, square_region)
+from terrapipe.data.split import (
+    ASSIGNMENT_COLUMNS,
+    geodesic_km,
+    observation_table,
+    plot_split,
+    spatiotemporal_split,
+    split_to_json,
+    square_region,
+)
 from terrapipe.errors import ConfigError, TerrapipeError
 
 STAGE = Path(__file__).parents[1] / "stages" / "split.py"

@@ -79,9 +79,12 @@ class SentinelSampleParams(_Section):
 
 
 class StacCollections(_Section):
+    """Collection ids on the STAC API: the three time series and the two static maps."""
     s2: str = "sentinel-2-l2a"
     s1: str = "sentinel-1-grd"
     landsat: str = "landsat-c2-l2"
+    worldcover: str = "esa-worldcover"
+    srtm: str = "cop-dem-glo-30"
 
 
 class SentinelStacParams(_Section):

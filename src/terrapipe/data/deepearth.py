@@ -259,7 +259,6 @@ def tidy_deepearth(raw_dir: str | Path, out_dir: str | Path) -> dict:
     import pyarrow.parquet as pq
 
     from terrapipe.atomic import write_json
-
     from terrapipe.data.arrays import NpyRows
 
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)

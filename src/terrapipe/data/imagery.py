@@ -18,6 +18,7 @@ thermal K, SRTM metres, WorldCover class code.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from terrapipe.data.arrays import NpyRows
 from terrapipe.data.normalize import MISSING_VALUE, RunningStats, normalize, stats_to_json
 from terrapipe.errors import InputDataError
 
+log = logging.getLogger("terrapipe.imagery")
 LANDSAT_BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
 
 
@@ -155,16 +157,20 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
         rows.append({"row": i, "site_id": site.site_id, "aoi_id": site.aoi_id, "split": split_of[site.site_id],
                      "latitude": site.latitude, "longitude": site.longitude, "epsg": grid.epsg, "x0": grid.x0,
                      "y0": grid.y0})
+    if not any(split == "train" for split in map(split_of.get, sites["site_id"])):
+        raise InputDataError("data/processed/splits/sites/assignments.parquet", "has no train site",
+                             "Hold out fewer sites (split.sites.num_regions / region_size_km)")
     results = {mod.name: stats[mod.name].result() for mod in mods}
-    for mod in mods:
-        empty = [b for b, c in zip(mod.bands, results[mod.name]["count"]) if c == 0]
-        if empty:
-            raise InputDataError(raw_dir, f"{mod.name} band(s) {empty} have no valid pixel in any train site",
-                                 "Check the raw data, or the site split (split.sites) leaves no train site")
     for mod in mods:  # pass 2: normalize in place, one site at a time
+        empty = results[mod.name]["count"] == 0
+        if empty.any():  # e.g. Landsat Collection 2 Level-2 has no B8, B9, B11
+            log.warning("%s band(s) %s have no valid pixel in any train site: they stay missing (-99999)",
+                        mod.name, [b for b, e in zip(mod.bands, empty) if e])
         arr = arrays[mod.name]
         for i in range(n):
-            arr[i] = normalize(arr[i], results[mod.name]["mean"], results[mod.name]["std"], std_multiplier)
+            sample = normalize(arr[i], results[mod.name]["mean"], results[mod.name]["std"], std_multiplier)
+            sample[..., empty] = MISSING_VALUE
+            arr[i] = sample
         arr.close()
     classes.close()
     np.save(out_dir / "timestamps.npy", timestamps)

@@ -79,6 +79,9 @@ def normalize(x: np.ndarray, mean, std, std_multiplier: float = 2.0, band_axis: 
 
 def stats_to_json(names, stats: dict[str, np.ndarray], **extra) -> dict:
     """Per-band stats keyed by band name, JSON-ready (the file saved beside the processed data)."""
-    bands = {name: {"mean": float(stats["mean"][i]), "std": float(stats["std"][i]), "count": int(stats["count"][i])}
+    def number(value) -> float | None:  # a band without valid values has no statistics (JSON null)
+        return float(value) if np.isfinite(value) else None
+
+    bands = {name: {"mean": number(stats["mean"][i]), "std": number(stats["std"][i]), "count": int(stats["count"][i])}
              for i, name in enumerate(names)}
     return {"rule": "(x - (mean - k*std)) / (2*k*std)", "missing_value": MISSING_VALUE, **extra, "bands": bands}

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from terrapipe.errors import InputDataError
-from terrapipe.sources.transfer import RetryPolicy, download, remote_info, redact, with_retries
+from terrapipe.sources.transfer import RetryPolicy, download, redact, remote_info, with_retries
 
 log = logging.getLogger("terrapipe.alphaearth")
 PREVIOUS = Path("data/raw/alphaearth")

@@ -30,7 +30,14 @@ from terrapipe.data.era5 import open_era5, selected
 from terrapipe.errors import InputDataError, TerrapipeError
 from terrapipe.sources import transfer
 from terrapipe.sources.sample_era5 import era5_requests
-from terrapipe.sources.transfer import PermanentError, RetryPolicy, TransientError, classify_status, redact, with_retries
+from terrapipe.sources.transfer import (
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+    classify_status,
+    redact,
+    with_retries,
+)
 
 log = logging.getLogger(__name__)
 RAW_DIR = Path("data/raw/era5")  # the previous output of the fetch_era5 stage

@@ -23,7 +23,6 @@ from terrapipe.grid import PIXEL_M, SiteGrid, site_grid
 from terrapipe.sources.world import World, lonlat_to_xyz
 
 
-
 @dataclass(frozen=True)
 class Band:
     name: str
@@ -46,6 +45,12 @@ LS_SR_SCALE, LS_SR_OFFSET = 2.75e-5, -0.2  # Collection 2 Level-2 surface reflec
 LS_ST_SCALE, LS_ST_OFFSET = 0.00341802, 149.0  # surface temperature in K
 S1_NODATA = -32768.0
 SRTM_NODATA = -32768
+WORLDCOVER_BAND, SRTM_BAND = Band("worldcover", 10), Band("elevation", 30)
+# File-level tags of each product (every backend adds DATETIME and SITE_ID).
+SENSOR_TAGS = {"s2": {"SENSOR": "sentinel-2-l2a", "PROCESSING_BASELINE": "05.10", "BOA_ADD_OFFSET": -1000},
+               "s1": {"SENSOR": "sentinel-1-grd", "MODE": "IW", "UNITS": "dB", "QUANTITY": "sigma0"},
+               "landsat": {"SENSOR": "landsat-c2-l2"}}
+MAP_TAGS = {"worldcover": {"PRODUCT": "ESA WorldCover"}, "srtm": {"PRODUCT": "SRTM", "UNITS": "m"}}
 
 
 def native_resolution(field: np.ndarray, native_m: float) -> np.ndarray:
@@ -82,8 +87,9 @@ def _swath_edge(rng, size: int, prob: float) -> np.ndarray | None:
     return (i + j) > rng.uniform(1.2, 1.8) * size
 
 
-def _write_tif(path: Path, grid: SiteGrid, data: np.ndarray, bands: list[Band], nodata, *,
-               scales=None, offsets=None, tags: dict | None = None) -> None:
+def write_tif(path: Path, grid: SiteGrid, data: np.ndarray, bands: list[Band], nodata, *,
+              scales=None, offsets=None, tags: dict | None = None) -> None:
+    """One raw-layout GeoTIFF on the site grid: band names, native-resolution tags, scale/offset (all backends)."""
     import rasterio
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,13 +154,13 @@ def _render_landsat(surface: _SiteSurface, t: int, rng) -> np.ndarray:
                  + rng.normal(0, 0.5, surface.cover.shape))
     layers["B10"], layers["B11"] = surface_t, surface_t - 0.8
     dn = [np.round((native_resolution(layers[b.name], b.native_m) - offset) / scale)
-          for b, scale, offset in zip(LANDSAT_BANDS, _LANDSAT_SCALES, _LANDSAT_OFFSETS)]
+          for b, scale, offset in zip(LANDSAT_BANDS, LANDSAT_SCALES, LANDSAT_OFFSETS)]
     return np.clip(np.stack(dn), 1, 65535).astype(np.uint16)
 
 
 _LANDSAT_THERMAL = [b.name in ("B10", "B11") for b in LANDSAT_BANDS]
-_LANDSAT_SCALES = [LS_ST_SCALE if th else LS_SR_SCALE for th in _LANDSAT_THERMAL]
-_LANDSAT_OFFSETS = [LS_ST_OFFSET if th else LS_SR_OFFSET for th in _LANDSAT_THERMAL]
+LANDSAT_SCALES = [LS_ST_SCALE if th else LS_SR_SCALE for th in _LANDSAT_THERMAL]
+LANDSAT_OFFSETS = [LS_ST_OFFSET if th else LS_SR_OFFSET for th in _LANDSAT_THERMAL]
 
 
 def _write_series(out: Path, grid: SiteGrid, site_id: str, sensor: str, dates, render, bands: list[Band],
@@ -167,8 +173,8 @@ def _write_series(out: Path, grid: SiteGrid, site_id: str, sensor: str, dates, r
         if edge is not None:
             data[:, edge] = nodata
         path = out / site_id / sensor / f"{date:%Y-%m-%d}.tif"
-        _write_tif(path, grid, data, bands, nodata, scales=scales, offsets=offsets,
-                   tags={**tags, "DATETIME": f"{date:%Y-%m-%d}T{overpass}Z", "SITE_ID": site_id})
+        write_tif(path, grid, data, bands, nodata, scales=scales, offsets=offsets,
+                  tags={**tags, "DATETIME": f"{date:%Y-%m-%d}T{overpass}Z", "SITE_ID": site_id})
         rows.append((path, sensor, date))
     return rows
 
@@ -181,27 +187,26 @@ def write_site(out: Path, world: World, site, params) -> list[tuple]:
     grid = site_grid(site.latitude, site.longitude, sp.chip_size)
     months = site_months(site.start_date, params.study.months)
     surface = _SiteSurface(world, grid, site.latitude, site.longitude, months)
-    _write_tif(out / site.site_id / "worldcover.tif", grid, surface.cover[None], [Band("worldcover", 10)], 0,
-               tags={"PRODUCT": "ESA WorldCover", "SITE_ID": site.site_id})
-    srtm = np.round(native_resolution(surface.elevation, 30)).astype(np.int16)[None]
-    _write_tif(out / site.site_id / "srtm.tif", grid, srtm, [Band("elevation", 30)], SRTM_NODATA,
-               tags={"PRODUCT": "SRTM", "UNITS": "m", "SITE_ID": site.site_id})
+    write_tif(out / site.site_id / "worldcover.tif", grid, surface.cover[None], [WORLDCOVER_BAND], 0,
+              tags={**MAP_TAGS["worldcover"], "SITE_ID": site.site_id})
+    srtm = np.round(native_resolution(surface.elevation, SRTM_BAND.native_m)).astype(np.int16)[None]
+    write_tif(out / site.site_id / "srtm.tif", grid, srtm, [SRTM_BAND], SRTM_NODATA,
+              tags={**MAP_TAGS["srtm"], "SITE_ID": site.site_id})
     s2_bands = [S2_BANDS[b] for b in sp.s2_bands]
     formats = {  # sensor -> (gap probability, renderer, bands, nodata, overpass time, tags, scale/offset)
         "s2": (sp.sample.s2_gap_prob, lambda t, rng: _render_s2(surface, t, rng, s2_bands), s2_bands, 0, "10:30:00",
-               {"SENSOR": "sentinel-2-l2a", "PROCESSING_BASELINE": "05.10", "BOA_ADD_OFFSET": -1000},
-               {"scales": [S2_SCALE] * len(s2_bands), "offsets": [S2_OFFSET] * len(s2_bands)}),
+               SENSOR_TAGS["s2"], {"scales": [S2_SCALE] * len(s2_bands), "offsets": [S2_OFFSET] * len(s2_bands)}),
         "s1": (sp.sample.s1_gap_prob, lambda t, rng: _render_s1(surface, t, rng), S1_BANDS, S1_NODATA, "06:00:00",
-               {"SENSOR": "sentinel-1-grd", "MODE": "IW", "UNITS": "dB", "QUANTITY": "sigma0"}, {}),
+               SENSOR_TAGS["s1"], {}),
         "landsat": (sp.sample.landsat_gap_prob, lambda t, rng: _render_landsat(surface, t, rng), LANDSAT_BANDS, 0,
-                    "10:00:00", {"SENSOR": "landsat-c2-l2"}, {"scales": _LANDSAT_SCALES, "offsets": _LANDSAT_OFFSETS}),
+                    "10:00:00", SENSOR_TAGS["landsat"], {"scales": LANDSAT_SCALES, "offsets": LANDSAT_OFFSETS}),
     }
     rows = []
     for sensor in sp.sensors:
         gap_prob, render, bands, nodata, overpass, tags, scaling = formats[sensor]
         rng = _site_rng(params.seed, site.site_id, sensor)
         dates = _acquisition_dates(rng, months, gap_prob)
-        rows += _write_series(out, grid, site.site_id, sensor, dates, lambda t: render(t, rng), bands, nodata, rng,
+        rows += _write_series(out, grid, site.site_id, sensor, dates, lambda t, render=render, rng=rng: render(t, rng), bands, nodata, rng,
                               sp.sample.swath_edge_prob, overpass, tags, **scaling)
     return rows
 

@@ -185,7 +185,7 @@ def _habitats(species) -> list[str]:
     return habitats
 
 
-def _fixed_lists(matrix: np.ndarray):
+def fixed_lists(matrix: np.ndarray):
     """A [n, d] float32 matrix as an arrow list<float32> column without going through Python lists."""
     import pyarrow as pa
 
@@ -283,12 +283,12 @@ def deepearth_batches(params, study, chunk_rows: int = 2048):
             "image_urls": pa.array(urls[rows], pa.list_(pa.string())),
             "num_images": pa.array([len(u) for u in urls[rows]], int64),
             "has_vision": pa.array(has_vision[rows]),
-            "language_embedding": _fixed_lists(language[sp[rows]]),
+            "language_embedding": fixed_lists(language[sp[rows]]),
             "split": pa.array(split[rows], pa.string()),
         })
         v = start + np.flatnonzero(has_vision[rows])
         vision = vision_embeddings(rng, params.seed, taxon_ids[sp[v]], cover[v], sample.vision_dim)
-        yield observations, pa.record_batch({"gbif_id": pa.array(gbif_id[v], int64), "embedding": _fixed_lists(vision)})
+        yield observations, pa.record_batch({"gbif_id": pa.array(gbif_id[v], int64), "embedding": fixed_lists(vision)})
 
 
 def sample_deepearth(params, study):

@@ -58,6 +58,7 @@ class FakeHTTPServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else each small response waits ~40 ms for a delayed ACK
 
             def log_message(self, *args):  # quiet: tests read server.requests instead
                 pass
