@@ -23,10 +23,10 @@ demo: $(STAMP)
 	@echo "Outputs:" && du -sh data/raw/* data/processed/* data/processed/splits/* 2>/dev/null
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
