@@ -87,3 +87,23 @@ def test_a_failing_stage_keeps_previous_outputs(repo):
         assert tree_digest(repo / "data" / "processed" / "era5") == before
     finally:
         victim.write_bytes(original)
+
+
+def test_a_real_source_run_leaks_no_secret(repo, tmp_path, monkeypatch):
+    """`dvc repro` with ERA5 from a (fake) CDS: the planted key is in no tracked file, output or log."""
+    from terrapipe.testing.fake_cds import FakeCDS
+
+    import uuid
+    secret = f"planted-{uuid.uuid4().hex}"  # made at run time: no file of the repository can hold it by chance
+    with FakeCDS(seed=SMALL_PARAMS["seed"], key=secret) as cds:
+        _set_params(repo, {"sources": {"era5": {"source": "cds"}}})
+        for name, value in {"CDSAPI_URL": cds.url, "CDSAPI_KEY": secret, "CDSAPI_RC": str(tmp_path / "none"),
+                            "TERRAPIPE_CACHE": str(tmp_path / "cache")}.items():
+            monkeypatch.setenv(name, value)
+        result = _run([sys.executable, "-m", "dvc", "repro", "-v", "normalize_era5"], repo)
+    assert "fetch_era5" in _stages_run(result.stdout)
+    assert any(method == "POST" for method, _, _ in cds.requests)  # the key really was used
+    assert secret not in result.stdout + result.stderr
+    leaks = [p for root in (repo, tmp_path) for p in root.rglob("*")
+             if p.is_file() and ".git" not in p.parts and secret.encode() in p.read_bytes()]
+    assert leaks == []
