@@ -65,10 +65,11 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run_stage(name: str, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run stages/<name>.py as DVC would, in ``cwd``; on unexpected failure show its stderr."""
+def run_stage(name: str, *args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run stages/<name>.py as DVC would, in ``cwd`` (``env`` added to this environment); on an unexpected
+    failure show its stderr."""
     result = subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py"), *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=300)
+                            env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=300)
     if check and result.returncode != 0:
         raise AssertionError(f"stage {name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     return result

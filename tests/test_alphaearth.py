@@ -1,8 +1,6 @@
 """AlphaEarth: the sample backend's layout and dirt, and the cleaning stage's filters and counts."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import run_stage
 
 from terrapipe.config import parse_params
 from terrapipe.data.alphaearth import DROP_REASONS, clean_alphaearth, fractional_year, parse_event_dates
@@ -146,16 +145,11 @@ def test_missing_column_names_file_and_column(raw, tmp_path):
         clean_alphaearth(bad, tmp_path, small_params().normalize.alphaearth)
 
 
-def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_stages_end_to_end_and_a_corrupt_tensor_leaves_outputs_untouched(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL))
     write_default_inputs(tmp_path / "data" / "inputs")
     for stage in ("fetch_alphaearth", "normalize_alphaearth"):
-        result = _stage(stage, tmp_path)
+        result = run_stage(stage, cwd=tmp_path, check=False)
         assert result.returncode == 0, result.stderr
     processed = tmp_path / "data" / "processed" / "alphaearth"
     assert sorted(p.name for p in processed.iterdir()) == [
@@ -164,7 +158,7 @@ def test_stages_end_to_end_and_a_corrupt_tensor_leaves_outputs_untouched(tmp_pat
 
     tensor = tmp_path / "data" / "raw" / "alphaearth" / "alphaearth_embeddings.pt"
     tensor.write_bytes(tensor.read_bytes()[: tensor.stat().st_size // 2])
-    result = _stage("normalize_alphaearth", tmp_path)
+    result = run_stage("normalize_alphaearth", cwd=tmp_path, check=False)
     assert result.returncode != 0
     assert "alphaearth_embeddings.pt" in result.stderr and "Traceback" not in result.stderr
     assert {p.name: p.read_bytes() for p in processed.iterdir()} == before

@@ -1,8 +1,6 @@
 """DeepEarth: the sample backend's columns and ground truth, and the tidy stage's repairs and checks."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import run_stage
 
 from terrapipe.config import parse_params
 from terrapipe.data.deepearth import fix_image_urls, tidy_deepearth
@@ -196,17 +195,12 @@ def test_language_embedding_must_be_constant_within_a_species(raw, tmp_path):
         tidy_deepearth(bad, tmp_path)
 
 
-def _stage(name: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py")], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
 def test_stages_end_to_end(tmp_path):
     small = {"sources": {"deepearth": {"sample": {"n_observations": 200, "language_dim": 16, "vision_dim": 32}}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
     write_default_inputs(tmp_path / "data" / "inputs")
     for stage in ("fetch_deepearth", "normalize_deepearth"):
-        result = _stage(stage, tmp_path)
+        result = run_stage(stage, cwd=tmp_path, check=False)
         assert result.returncode == 0, result.stderr
     processed = tmp_path / "data" / "processed" / "deepearth"
     assert sorted(p.name for p in processed.iterdir()) == [

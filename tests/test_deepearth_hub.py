@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import tracemalloc
 import types
 from pathlib import Path
@@ -16,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import run_stage
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import file_download as hf_download
 from huggingface_hub.utils import _http as hf_http
@@ -275,9 +274,7 @@ def test_stage_fetches_from_the_hub_end_to_end(tmp_path, snapshot, monkeypatch):
     raw = tmp_path / "data" / "raw" / "deepearth"
 
     def stage(token: str) -> subprocess.CompletedProcess:
-        env = {**os.environ, "HF_TOKEN": token}
-        return subprocess.run([sys.executable, str(STAGES / "fetch_deepearth.py")], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=120)
+        return run_stage("fetch_deepearth", cwd=tmp_path, check=False, env={"HF_TOKEN": token})
 
     with serve(snapshot, monkeypatch, token=SECRET) as hub:
         refused = stage("hf_notTheRightOne")

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
+from conftest import run_stage
 
 from terrapipe.config import parse_params
 from terrapipe.data.era5 import VARIABLES, build_era5_dataset, normalize_series, open_era5, site_series
@@ -245,11 +244,6 @@ def test_build_refuses_sites_without_a_split(raw_dir, study, tmp_path):
 
 
 # -- the stages, end to end --------------------------------------------------------------------------------
-def run(stage: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(STAGES / f"{stage}.py")], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_stages_end_to_end_and_a_corrupt_file_leaves_outputs_untouched(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(RAW_PARAMS))
     write_default_inputs(tmp_path / "data/inputs", sites_per_aoi=3)
@@ -259,11 +253,11 @@ def test_stages_end_to_end_and_a_corrupt_file_leaves_outputs_untouched(tmp_path)
     split = np.where(np.arange(len(sites)) % 4 == 3, "test", "train")
     pd.DataFrame({"id": sites["site_id"], "split": split}).to_parquet(splits, index=False)
 
-    fetched = run("fetch_era5", tmp_path)
+    fetched = run_stage("fetch_era5", cwd=tmp_path, check=False)
     assert fetched.returncode == 0, fetched.stderr
     raw_dir = tmp_path / "data/raw/era5"
     assert len(list(raw_dir.glob("*.nc"))) == 8 and len(list(raw_dir.glob("*.request.json"))) == 8
-    done = run("normalize_era5", tmp_path)
+    done = run_stage("normalize_era5", cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stderr
 
     out = tmp_path / "data/processed/era5"
@@ -285,7 +279,7 @@ def test_stages_end_to_end_and_a_corrupt_file_leaves_outputs_untouched(tmp_path)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     victim = raw_dir / "era5_iowa-ames_2024.nc"
     victim.write_bytes(victim.read_bytes()[:1000])
-    failed = run("normalize_era5", tmp_path)
+    failed = run_stage("normalize_era5", cwd=tmp_path, check=False)
     assert failed.returncode != 0
     assert "era5_iowa-ames_2024.nc" in failed.stderr and "Traceback" not in failed.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

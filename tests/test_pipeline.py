@@ -91,9 +91,9 @@ def test_a_failing_stage_keeps_previous_outputs(repo):
 
 def test_a_real_source_run_leaks_no_secret(repo, tmp_path, monkeypatch):
     """`dvc repro` with ERA5 from a (fake) CDS: the planted key is in no tracked file, output or log."""
-    from terrapipe.testing.fake_cds import FakeCDS
-
     import uuid
+
+    from terrapipe.testing.fake_cds import FakeCDS
     secret = f"planted-{uuid.uuid4().hex}"  # made at run time: no file of the repository can hold it by chance
     with FakeCDS(seed=SMALL_PARAMS["seed"], key=secret) as cds:
         _set_params(repo, {"sources": {"era5": {"source": "cds"}}})

@@ -1,8 +1,6 @@
 """The STAC backend of fetch_sentinel against a fake STAC API + COG server made from the sample world."""
 import dataclasses
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +8,7 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
-from conftest import tree_digest
+from conftest import run_stage, tree_digest
 
 from terrapipe.config import parse_params
 from terrapipe.data.imagery import build_store, modalities, read_chip
@@ -281,7 +279,6 @@ def test_stage_fetches_from_stac_end_to_end(fetched, fake, inputs, tmp_path):
     raw = yaml.safe_load(yaml.safe_dump(RAW))
     raw["sources"]["sentinel"]["stac"]["api_url"] = fake.url
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    result = subprocess.run([sys.executable, str(STAGES / "fetch_sentinel.py")], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
+    result = run_stage("fetch_sentinel", cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert tree_digest(tmp_path / "data" / "raw" / "sentinel") == tree_digest(fetched[0])
