@@ -28,8 +28,6 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_sources(args) -> int:
-    from importlib.util import find_spec
-
     from terrapipe.config import load_params
     from terrapipe.sources import BACKENDS
 
@@ -37,10 +35,9 @@ def _cmd_sources(args) -> int:
     for dataset, backends in BACKENDS.items():
         chosen = getattr(params.sources, dataset).source
         print(f"{dataset}  (stage fetch_{dataset}, param sources.{dataset}.source)")
-        for name, (target, description) in backends.items():
+        for name, (_, description) in backends.items():
             marker = "*" if name == chosen else " "
-            available = "" if find_spec(target.split(":")[0]) else "  [not in this version yet]"
-            print(f"  {marker} {name:<12} {description}{available}")
+            print(f"  {marker} {name:<12} {description}")
     print("\n* = selected in", args.params)
     return 0
 

@@ -19,7 +19,7 @@ BACKENDS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "sentinel": {
         "sample": ("terrapipe.sources.sample_imagery:fetch_sentinel", "offline sample world, S2 L2A / S1 / Landsat GeoTIFF chips"),
-        "stac": ("terrapipe.sources.sentinel:fetch_stac", "STAC API search + COG reads with rioxarray"),
+        "stac": ("terrapipe.sources.sentinel:fetch_stac", "STAC API search (pystac-client) + windowed COG reads warped to the site grid"),
     },
     "alphaearth": {
         "sample": ("terrapipe.sources.sample_points:fetch_alphaearth", "offline sample world, metadata CSV + [N,64] tensor"),
@@ -40,14 +40,7 @@ def backend(dataset: str, source: str):
         accepted = ", ".join(BACKENDS.get(dataset, {}))
         raise ConfigError(f"sources.{dataset}.source: unknown source {source!r}; accepted: {accepted}") from None
     module_name, function = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise ConfigError(f"sources.{dataset}.source: the {source!r} backend is not part of this version of "
-                          f"terrapipe yet; use source: sample") from None
-    return getattr(module, function)
+    return getattr(importlib.import_module(module_name), function)
 
 
 def fetch(dataset: str, params, study, out_dir: str | Path) -> None:
