@@ -25,7 +25,7 @@ from terrapipe.errors import TerrapipeError
 from terrapipe.sources.deepearth import OBSERVATIONS, VISION_OUT, embeddings_file, fetch_hf, pool_file
 from terrapipe.sources.sample_points import sample_deepearth
 from terrapipe.sources.transfer import PermanentError
-from terrapipe.study import load_study, write_default_inputs
+from terrapipe.study import write_default_inputs
 from terrapipe.testing.fake_hub import FakeHub, make_hub_snapshot
 
 STAGES = Path(__file__).parents[1] / "stages"
@@ -43,13 +43,6 @@ def small_params(**hub):
     raw = json.loads(json.dumps(SMALL))
     raw["sources"]["deepearth"]["huggingface"].update(hub)
     return parse_params(raw)
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    inputs = tmp_path_factory.mktemp("inputs") / "inputs"
-    write_default_inputs(inputs)
-    return load_study(inputs, 1)
 
 
 @pytest.fixture(scope="module")
