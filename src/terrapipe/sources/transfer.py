@@ -10,6 +10,7 @@ announced size (and checksum when one is published) and only then renamed to its
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import logging
 import os
@@ -51,15 +52,25 @@ class RetryPolicy:
 
 
 # -- secrets ---------------------------------------------------------------------------------------
-def known_secrets() -> list[str]:
+def known_secrets() -> tuple[str, ...]:
     """Secret values this process could leak: provider keys from the environment and ~/.cdsapirc."""
-    secrets = [os.environ[name] for name in _SECRET_ENV if os.environ.get(name)]
     rc = Path(os.environ.get("CDSAPI_RC", Path.home() / ".cdsapirc"))
-    if rc.is_file():
+    try:
+        stamp = rc.stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    return _secrets(tuple(os.environ.get(name, "") for name in _SECRET_ENV), rc, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _secrets(env_values: tuple[str, ...], rc: Path, stamp: int | None) -> tuple[str, ...]:
+    """Cached per environment and rc-file version: redaction runs on every log record."""
+    secrets = list(env_values)
+    if stamp is not None:
         for line in rc.read_text(errors="ignore").splitlines():
             if line.strip().startswith("key:"):
                 secrets.append(line.split(":", 1)[1].strip())
-    return [s for s in secrets if len(s) >= 6]
+    return tuple(s for s in secrets if len(s) >= 6)
 
 
 _TOKEN_PATTERNS = [re.compile(r"(?i)(authorization|private-token|token|key)([\"']?\s*[:=]\s*[\"']?)(?:bearer\s+)?([^\s\"',}]+)")]
