@@ -16,7 +16,6 @@ from terrapipe.data.deepearth import fix_image_urls, tidy_deepearth
 from terrapipe.errors import InputDataError
 from terrapipe.sources.sample_points import HABITAT_COVER, fetch_deepearth, sample_deepearth
 from terrapipe.sources.world import WORLDCOVER, World
-from terrapipe.study import write_default_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"sources": {"deepearth": {"sample": {"n_observations": 2000, "language_dim": 64}}}}
@@ -195,14 +194,12 @@ def test_language_embedding_must_be_constant_within_a_species(raw, tmp_path):
         tidy_deepearth(bad, tmp_path)
 
 
-def test_stages_end_to_end(tmp_path):
+def test_stages_end_to_end(workdir):
     small = {"sources": {"deepearth": {"sample": {"n_observations": 200, "language_dim": 16, "vision_dim": 32}}}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(small))
-    write_default_inputs(tmp_path / "data" / "inputs")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(small))
     for stage in ("fetch_deepearth", "normalize_deepearth"):
-        result = run_stage(stage, cwd=tmp_path, check=False)
-        assert result.returncode == 0, result.stderr
-    processed = tmp_path / "data" / "processed" / "deepearth"
+        run_stage(stage, cwd=workdir)
+    processed = workdir / "data" / "processed" / "deepearth"
     assert sorted(p.name for p in processed.iterdir()) == [
         "language_embeddings.npy", "observations.parquet", "species.parquet", "tidy_report.json",
         "vision_embeddings.npy"]

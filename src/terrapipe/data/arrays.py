@@ -1,4 +1,4 @@
-"""Arrays too large to hold at once, written sample by sample."""
+"""Array helpers for the stores: ``.npy`` files written sample by sample, matrices as Arrow list columns."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,3 +36,12 @@ class NpyRows:
 
     def close(self) -> None:
         self.file.close()
+
+
+def fixed_lists(matrix: np.ndarray):
+    """A [n, d] float32 matrix as an arrow list<float32> column without going through Python lists."""
+    import pyarrow as pa
+
+    n, d = matrix.shape
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * d)
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix, np.float32).ravel()))

@@ -229,7 +229,7 @@ def write_pooled(paths: list[Path], dest: Path, batch_rows: int = POOL_BATCH_ROW
     import pyarrow.parquet as pq
 
     from terrapipe.atomic import atomic_path
-    from terrapipe.sources.sample_points import fixed_lists
+    from terrapipe.data.arrays import fixed_lists
 
     schema = pa.schema([("gbif_id", pa.int64()), ("embedding", pa.list_(pa.float32()))])
     rows = 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from terrapipe.data.arrays import fixed_lists
 from terrapipe.errors import InputDataError
 from terrapipe.sources.world import COVER_CODES, WORLDCOVER, World
 
@@ -185,13 +186,6 @@ def _habitats(species) -> list[str]:
     return habitats
 
 
-def fixed_lists(matrix: np.ndarray):
-    """A [n, d] float32 matrix as an arrow list<float32> column without going through Python lists."""
-    import pyarrow as pa
-
-    n, d = matrix.shape
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * d)
-    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix, np.float32).ravel()))
 
 
 def _image_urls(rng: np.random.Generator, n: int, has_vision: np.ndarray) -> list[list[str]]:

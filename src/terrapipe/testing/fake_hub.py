@@ -123,8 +123,9 @@ def make_hub_snapshot(params, study, folder: str | Path, *, tokens: tuple[int, .
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from terrapipe.data.arrays import fixed_lists
     from terrapipe.sources.deepearth import OBSERVATIONS, VISION_INDEX, embeddings_file
-    from terrapipe.sources.sample_points import fixed_lists, sample_deepearth
+    from terrapipe.sources.sample_points import sample_deepearth
 
     folder = Path(folder)
     observations, vision = sample_deepearth(params, study)
