@@ -1,146 +1,18 @@
-"""Spatiotemporal train/test split of one point dataset: python stages/split.py {sites,deepearth,alphaearth}.
+"""DVC stage split@DATASET: spatiotemporal train/test split of one point dataset -> data/processed/splits/DATASET/.
 
-DeepEarth's holdout (test years + geodesic square regions, terrapipe.data.split) reused for every point
-set, with params.split.DATASET. Writes data/processed/splits/DATASET/ in one atomic rename:
-split.json (DeepEarth's schema), assignments.parquet (id, split, split_reason, latitude, longitude:
-what downstream stages join on) and split_map.png; alphaearth's per-point mappings are too many for
-JSON and go to observation_mappings.parquet instead.
+python stages/split.py {sites,deepearth,alphaearth}; see terrapipe.data.split_io for the outputs.
 """
-from __future__ import annotations
-
-import argparse
-import logging
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-
-from terrapipe.errors import InputDataError
 from terrapipe.stage import run_stage
 
-log = logging.getLogger("terrapipe")
-SPLITS_DIR = Path("data/processed/splits")
-DEEPEARTH_INPUT = Path("data/processed/deepearth/observations.parquet")
-ALPHAEARTH_INPUT = Path("data/processed/alphaearth/points.parquet")
-MAPPINGS_PARQUET = "observation_mappings.parquet"
+DATASETS = ("alphaearth", "deepearth", "sites")
 
 
-@dataclass(frozen=True)
-class Points:
-    """A dataset ready to split: ``frame`` has id, latitude, longitude, [year], then mapping fields."""
-    frame: pd.DataFrame
-    meta: dict
-    center_column: str = "id"
-    species_column: str | None = None
-    inline_mappings: bool = True
+def main(args) -> None:
+    from terrapipe.data.split_io import write_split
 
-
-def read_points(path: Path, id_column: str, columns: list[str]) -> pd.DataFrame:
-    """Read a processed point parquet, checking what the split relies on; id_column becomes ``id``."""
-    fix = "Regenerate it with `dvc repro` (the stage that writes it)"
-    if not path.exists():
-        raise InputDataError(path, "missing", fix)
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is reported the same way
-        raise InputDataError(path, f"not a readable Parquet file ({exc})", fix) from None
-    required = [id_column, "latitude", "longitude", "year", *columns]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise InputDataError(path, f"missing column(s) {missing}", f"The file needs columns {required}. {fix}")
-    if frame[id_column].isna().any() or frame[id_column].duplicated().any():
-        raise InputDataError(path, f"column '{id_column}' has empty or duplicated ids", fix)
-    for column, low, high in (("latitude", -90, 90), ("longitude", -180, 180), ("year", 1, 9999)):
-        values = frame[column]
-        if not pd.api.types.is_numeric_dtype(values):
-            raise InputDataError(path, f"column '{column}' is not numeric ({values.dtype})", fix)
-        bad = values.isna() | ~values.between(low, high)
-        if column == "year":
-            bad |= values % 1 != 0
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise InputDataError(path, f"column '{column}' = {values.iloc[row]} at row {row} is empty, not a "
-                                 f"whole number or outside [{low}, {high}]", fix)
-    frame = frame.astype({"year": "int64"}).rename(columns={id_column: "id"})
-    return frame[["id", "latitude", "longitude", "year", *columns]]
-
-
-def load_sites(args: argparse.Namespace) -> Points:
-    from terrapipe.study import load_study
-
-    sites = load_study(args.inputs, args.params_obj.study.sites_per_aoi).sites
-    frame = sites.rename(columns={"site_id": "id"})[["id", "latitude", "longitude", "aoi_id"]]
-    return Points(frame, {"dataset_name": "sites", "input": str(Path(args.inputs) / "sites.csv"),
-                          "description": "Study sites (no time axis): spatial holdout only"})
-
-
-def load_deepearth(args: argparse.Namespace) -> Points:
-    frame = read_points(DEEPEARTH_INPUT, "observation_id",
-                        ["gbif_id", "taxon_id", "taxon_name", "month", "day", "has_vision"])
-    if args.params_obj.split.deepearth.require_vision:
-        frame = frame[frame["has_vision"].fillna(False).astype(bool)]
-        if frame.empty:
-            raise InputDataError(DEEPEARTH_INPUT, "no row has has_vision == True",
-                                 "Set split.deepearth.require_vision: false, or check the vision embeddings")
-    # One image per observation, as in the original (its ids are "{gbif_id}_1").
-    frame = frame.drop(columns="has_vision").assign(image_index=1)
-    return Points(frame, {"dataset_name": "central-florida-native-plants",
-                          "source": args.params_obj.sources.deepearth.source, "input": str(DEEPEARTH_INPUT),
-                          "description": "Spatial and temporal train/test split for DeepEarth ML training"},
-                  center_column="gbif_id", species_column="taxon_name")
-
-
-def load_alphaearth(args: argparse.Namespace) -> Points:
-    frame = read_points(ALPHAEARTH_INPUT, "point_id", [])
-    return Points(frame, {"dataset_name": "alphaearth", "source": args.params_obj.sources.alphaearth.source,
-                          "input": str(ALPHAEARTH_INPUT),
-                          "description": "Spatial and temporal train/test split of the AlphaEarth points"},
-                  inline_mappings=False)
-
-
-LOADERS = {"sites": load_sites, "deepearth": load_deepearth, "alphaearth": load_alphaearth}
-
-
-def main(args: argparse.Namespace) -> None:
-    from terrapipe.atomic import atomic_path, write_json
-    from terrapipe.data.split import (
-        ASSIGNMENT_COLUMNS,
-        observation_table,
-        plot_split,
-        spatiotemporal_split,
-        split_to_json,
-    )
-
-    points = LOADERS[args.dataset](args)
-    frame = points.frame
-    lat, lon = frame["latitude"].to_numpy(float), frame["longitude"].to_numpy(float)
-    year = frame["year"].to_numpy() if "year" in frame else None
-    species = frame[points.species_column].to_numpy() if points.species_column else None
-    result = spatiotemporal_split(lat, lon, year, getattr(args.params_obj.split, args.dataset),
-                                  species=species, where=f"split.{args.dataset}")
-    for warning in result.warnings:
-        log.warning(warning)
-    table = observation_table(result, frame)
-    mappings_file = None if points.inline_mappings else MAPPINGS_PARQUET
-    doc = split_to_json(result, table, points.meta, center_column=points.center_column,
-                        species_column=points.species_column, mappings_file=mappings_file)
-    with atomic_path(SPLITS_DIR / args.dataset, directory=True) as tmp:
-        write_json(tmp / "split.json", doc)
-        table[ASSIGNMENT_COLUMNS].to_parquet(tmp / "assignments.parquet", index=False)
-        if mappings_file:
-            table.to_parquet(tmp / mappings_file, index=False)
-        plot_split(result, lat, lon, year, tmp / "split_map.png", species=species,
-                   title=f"{points.meta['dataset_name']}: spatiotemporal train/test split")
-    stats = result.statistics
-    log.info("split %s: %d train, %d test (%d temporal, %d spatial in %d regions) -> %s", args.dataset,
-             stats["train_count"], stats["test_count"], stats["temporal_test_count"], stats["spatial_test_count"],
-             result.num_regions_found, SPLITS_DIR / args.dataset)
-
-
-def _add_dataset(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=sorted(LOADERS), help="which point dataset to split")
+    write_split(args.dataset, args.params_obj, args.inputs)
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, extra_args=_add_dataset)
+    run_stage(main, __doc__, extra_args=lambda parser: parser.add_argument(
+        "dataset", choices=DATASETS, help="which point dataset to split"))
