@@ -14,7 +14,7 @@ from conftest import run_stage
 from terrapipe.config import parse_params
 from terrapipe.data.alphaearth import DROP_REASONS, clean_alphaearth, fractional_year, parse_event_dates
 from terrapipe.errors import InputDataError
-from terrapipe.sources.sample_points import DIRT_KINDS, fetch_alphaearth, sample_alphaearth
+from terrapipe.sources.sample_alphaearth import DIRT_KINDS, fetch_alphaearth, sample_alphaearth
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"sources": {"alphaearth": {"sample": {"n_points": 400, "dirty_fraction": 0.2}}}}

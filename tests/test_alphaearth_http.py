@@ -10,7 +10,7 @@ from terrapipe.config import parse_params
 from terrapipe.data.alphaearth import clean_alphaearth
 from terrapipe.errors import TerrapipeError
 from terrapipe.sources.alphaearth import FILES, fetch_http
-from terrapipe.sources.sample_points import fetch_alphaearth
+from terrapipe.sources.sample_alphaearth import fetch_alphaearth
 from terrapipe.sources.transfer import PermanentError, RetryPolicy, download, partial_path
 from terrapipe.study import load_study
 from terrapipe.testing.servers import FakeHTTPServer

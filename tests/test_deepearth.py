@@ -14,7 +14,7 @@ from conftest import run_stage
 from terrapipe.config import parse_params
 from terrapipe.data.deepearth import fix_image_urls, tidy_deepearth
 from terrapipe.errors import InputDataError
-from terrapipe.sources.sample_points import HABITAT_COVER, fetch_deepearth, sample_deepearth
+from terrapipe.sources.sample_deepearth import HABITAT_COVER, fetch_deepearth, sample_deepearth
 from terrapipe.sources.world import WORLDCOVER, World
 
 ROOT = Path(__file__).resolve().parents[1]

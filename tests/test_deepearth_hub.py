@@ -23,7 +23,7 @@ from terrapipe.config import parse_params
 from terrapipe.data.deepearth import tidy_deepearth
 from terrapipe.errors import TerrapipeError
 from terrapipe.sources.deepearth import OBSERVATIONS, VISION_OUT, embeddings_file, fetch_hf, pool_file
-from terrapipe.sources.sample_points import sample_deepearth
+from terrapipe.sources.sample_deepearth import sample_deepearth
 from terrapipe.sources.transfer import PermanentError
 from terrapipe.study import write_default_inputs
 from terrapipe.testing.fake_hub import FakeHub, make_hub_snapshot

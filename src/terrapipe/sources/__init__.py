@@ -22,11 +22,11 @@ BACKENDS: dict[str, dict[str, tuple[str, str]]] = {
         "stac": ("terrapipe.sources.sentinel:fetch_stac", "STAC API search (pystac-client) + windowed COG reads warped to the site grid"),
     },
     "alphaearth": {
-        "sample": ("terrapipe.sources.sample_points:fetch_alphaearth", "offline sample world, metadata CSV + [N,64] tensor"),
+        "sample": ("terrapipe.sources.sample_alphaearth:fetch_alphaearth", "offline sample world, metadata CSV + [N,64] tensor"),
         "http": ("terrapipe.sources.alphaearth:fetch_http", "DeepEarth's published AlphaEarth files over HTTP"),
     },
     "deepearth": {
-        "sample": ("terrapipe.sources.sample_points:fetch_deepearth", "offline sample world, observations parquet"),
+        "sample": ("terrapipe.sources.sample_deepearth:fetch_deepearth", "offline sample world, observations parquet"),
         "huggingface": ("terrapipe.sources.deepearth:fetch_hf", "deepearth/central-florida-native-plants on the HF hub"),
     },
 }

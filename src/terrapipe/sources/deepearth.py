@@ -4,7 +4,7 @@ Files come through huggingface_hub and its cache (HF_ENDPOINT, HF_HOME / HF_HUB_
 the token from HF_TOKEN or `hf auth login`, never from params), so a second run, or an offline one,
 reuses what was fetched. Every file after the first is pinned to the commit the requested revision
 resolved to, so all of them come from one release even if the branch moves during the fetch.
-The raw layout is the sample backend's (terrapipe.sources.sample_points):
+The raw layout is the sample backend's (terrapipe.sources.sample_deepearth):
 
     observations.parquet        the hub's file, byte for byte
     vision_embeddings.parquet   gbif_id, embedding: each [4608, 1408] V-JEPA-2 token grid mean-pooled to 1408

@@ -13,13 +13,13 @@ resolution tags and the provider's scale/offset, in the provider's units: S2 L2A
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from terrapipe.grid import PIXEL_M, SiteGrid, site_grid
+from terrapipe.sources.streams import rng as stream
 from terrapipe.sources.world import World, lonlat_to_xyz
 
 
@@ -64,11 +64,6 @@ def native_resolution(field: np.ndarray, native_m: float) -> np.ndarray:
     blocks = padded.reshape(padded.shape[:-2] + (padded.shape[-2] // factor, factor, padded.shape[-1] // factor, factor))
     coarse = blocks.mean(axis=(-3, -1))
     return np.repeat(np.repeat(coarse, factor, axis=-2), factor, axis=-1)[..., :h, :w]
-
-
-def _site_rng(seed: int, site_id: str, stream: str) -> np.random.Generator:
-    """An independent, order-free random stream per (site, purpose): same seed, same chips."""
-    return np.random.default_rng([seed, zlib.crc32(site_id.encode()), zlib.crc32(stream.encode())])
 
 
 def _acquisition_dates(rng, months, gap_prob: float) -> list:
@@ -204,7 +199,7 @@ def write_site(out: Path, world: World, site, params) -> list[tuple]:
     rows = []
     for sensor in sp.sensors:
         gap_prob, render, bands, nodata, overpass, tags, scaling = formats[sensor]
-        rng = _site_rng(params.seed, site.site_id, sensor)
+        rng = stream(params.seed, site.site_id, sensor)
         dates = _acquisition_dates(rng, months, gap_prob)
         rows += _write_series(out, grid, site.site_id, sensor, dates, lambda t, render=render, rng=rng: render(t, rng), bands, nodata, rng,
                               sp.sample.swath_edge_prob, overpass, tags, **scaling)

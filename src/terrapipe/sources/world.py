@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from terrapipe.sources.streams import matmul
+
 EARTH_RADIUS_M = 6_371_000.0
 WORLDCOVER = {"tree": 10, "shrub": 20, "grass": 30, "crop": 40, "built": 50, "bare": 60,
               "snow": 70, "water": 80, "wetland": 90, "moss": 100}
@@ -68,7 +70,7 @@ class World:
             directions /= np.linalg.norm(directions, axis=1, keepdims=True)
             phases = rng.uniform(0, 2 * np.pi, waves_per_octave)
             k = 2 * np.pi / wavelength
-            total += weight * np.cos(k * (xyz @ directions.T) + phases).sum(axis=-1)
+            total += weight * np.cos(k * matmul(xyz, directions.T) + phases).sum(axis=-1)
         return total / np.sqrt(waves_per_octave * (weights ** 2).sum() / 2)
 
     # -- terrain ----------------------------------------------------------------------------------
@@ -229,5 +231,5 @@ class World:
         drift = ((np.asarray(year, float) - 2020.0) / 5.0)[:, None]
         design = np.concatenate([place, 2.0 * onehot, drift], axis=1)
         weights = rng.normal(size=(design.shape[1], 64)) / np.sqrt(design.shape[1])
-        emb = design @ weights
+        emb = matmul(design, weights)
         return emb / np.linalg.norm(emb, axis=1, keepdims=True)

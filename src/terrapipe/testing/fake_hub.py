@@ -125,7 +125,7 @@ def make_hub_snapshot(params, study, folder: str | Path, *, tokens: tuple[int, .
 
     from terrapipe.data.arrays import fixed_lists
     from terrapipe.sources.deepearth import OBSERVATIONS, VISION_INDEX, embeddings_file
-    from terrapipe.sources.sample_points import sample_deepearth
+    from terrapipe.sources.sample_deepearth import sample_deepearth
 
     folder = Path(folder)
     observations, vision = sample_deepearth(params, study)

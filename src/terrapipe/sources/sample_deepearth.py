@@ -1,33 +1,24 @@
-"""Sample backends of fetch_alphaearth and fetch_deepearth: point datasets drawn from the sample world.
+"""Sample backend of fetch_deepearth: DeepEarth-like observations drawn from the sample world.
 
-Raw layouts (the real backends write exactly the same files):
+Raw layout (the huggingface backend writes exactly the same files):
 
-    alphaearth/  alphaearth_metadata.csv    latitude, longitude, elevation_m, event_date (ISO 8601)
-                 alphaearth_embeddings.pt   torch float32 [N, 64], rows aligned with the CSV
-    deepearth/   observations.parquet       the HF dataset's columns (reference/deepearth-behaviour.md 6)
-                 vision_embeddings.parquet  gbif_id, embedding (pooled to vision_dim) for has_vision rows
+    observations.parquet       the HF dataset's columns (reference/deepearth-behaviour.md 6)
+    vision_embeddings.parquet  gbif_id, embedding (pooled to vision_dim) for has_vision rows
 
-AlphaEarth carries the dirt the cleaning stage must catch (sentinel elevations, bad dates, ...);
-DeepEarth carries the real dataset's ";"-joined image_urls quirk and a learnable ground truth:
-species live in their habitat's land cover, flower in their season, and look like their species.
+It carries the real dataset's ";"-joined image_urls quirk and a learnable ground truth: species live
+in their habitat's land cover, flower in their season, and look like their species.
 """
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from terrapipe.data.arrays import fixed_lists
 from terrapipe.errors import InputDataError
+from terrapipe.sources.streams import matmul, unit_vectors
+from terrapipe.sources.streams import rng as stream
 from terrapipe.sources.world import COVER_CODES, WORLDCOVER, World
-
-ALPHAEARTH_YEARS = (2017, 2024)
-# Planted faults, one per dirty row, in turn; the cleaning stage must drop every one of them.
-DIRT_KINDS = ("nan_elevation", "elevation_9999", "elevation_32767", "elevation_-32768",
-              "elevation_out_of_limits", "unparseable_date", "latitude_over_90", "nonfinite_embedding")
-SENTINEL_DIRT = {"elevation_9999": 9999.0, "elevation_32767": 32767.0, "elevation_-32768": -32768.0}
-BAD_DATES = ("not-a-date", "2021-13-45")
 
 # Acceptance probability of a candidate location per land-cover code, by species habitat. The
 # small floor keeps rejection sampling finite where a habitat's covers are absent from the box.
@@ -46,91 +37,8 @@ JOINED_URLS_FRACTION = 0.05   # rows whose urls come as one ";"-joined string in
 NUISANCE_DIM = 32             # image nuisance (light, background, pose) spans a shared subspace
 VISION_NOISE = 0.35           # std of each nuisance factor, against unit species prototypes
 COVER_WEIGHT = 0.5
-POINTS_PER_CHUNK = 20_000      # AlphaEarth points evaluated at a time (bounded memory)
 
 
-def _rng(seed: int, *names: str) -> np.random.Generator:
-    """A stream keyed by seed and names, so datasets never share (or shift) each other's draws."""
-    return np.random.default_rng([seed, *(zlib.crc32(n.encode()) for n in names)])
-
-
-def _unit_vectors(seed: int, stream: str, names, dim: int) -> np.ndarray:
-    """One fixed random unit vector per name (float32 [len(names), dim]), independent of list order."""
-    vectors = np.array([_rng(seed, stream, str(n)).standard_normal(dim) for n in names]).reshape(-1, dim)
-    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _uniform_in_boxes(rng: np.random.Generator, boxes, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points shared equally among (west, south, east, north) boxes."""
-    sizes = [len(part) for part in np.array_split(np.arange(n), len(boxes))]
-    west, south, east, north = (np.repeat([b[i] for b in boxes], sizes) for i in range(4))
-    return rng.uniform(south, north), rng.uniform(west, east)
-
-
-# -- AlphaEarth ----------------------------------------------------------------------------------
-def plant_dirt(rng: np.random.Generator, lat, elev, dates, emb, fraction: float) -> np.ndarray:
-    """Corrupt ``fraction`` of the rows in place, DIRT_KINDS in turn; return each row's kind ('' if clean)."""
-    n = len(lat)
-    rows = rng.choice(n, int(round(fraction * n)), replace=False)
-    kinds = np.array([DIRT_KINDS[i % len(DIRT_KINDS)] for i in range(len(rows))], dtype=object)
-    for kind in DIRT_KINDS:
-        hit = rows[kinds == kind]
-        k = len(hit)
-        if kind == "nan_elevation":
-            elev[hit] = np.nan
-        elif kind in SENTINEL_DIRT:
-            elev[hit] = SENTINEL_DIRT[kind]
-        elif kind == "elevation_out_of_limits":   # inside |elev| <= 10000, outside [-500, 9000]
-            elev[hit] = np.where(rng.random(k) < 0.5, rng.uniform(-3000, -600, k), rng.uniform(9100, 9900, k))
-        elif kind == "unparseable_date":
-            dates[hit] = rng.choice(BAD_DATES, k)
-        elif kind == "latitude_over_90":
-            lat[hit] = rng.uniform(90.5, 135.0, k)
-        else:
-            emb[hit, rng.integers(0, emb.shape[1], k)] = rng.choice([np.nan, np.inf, -np.inf], k)
-    labels = np.full(n, "", dtype=object)
-    labels[rows] = kinds
-    return labels
-
-
-def _iso_dates(rng: np.random.Generator, n: int, first_year: int, last_year: int) -> tuple[np.ndarray, np.ndarray]:
-    """Years and ISO 8601 UTC timestamps spread uniformly over the years, any time of day."""
-    import pandas as pd
-
-    start = pd.Timestamp(f"{first_year}-01-01", tz="UTC").value // 10**9
-    end = pd.Timestamp(f"{last_year + 1}-01-01", tz="UTC").value // 10**9
-    stamps = pd.to_datetime(rng.integers(start, end, n), unit="s", utc=True)
-    return stamps.year.to_numpy(), stamps.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object)
-
-
-def sample_alphaearth(params, study):
-    """(metadata DataFrame, float32 [N, 64] embeddings, planted dirt kind per row) for the AOIs and DeepEarth box."""
-    import pandas as pd
-
-    sample = params.sources.alphaearth.sample
-    rng, world, n = _rng(params.seed, "alphaearth"), World(params.seed), sample.n_points
-    boxes = [tuple(box) for box in study.aois[["west", "south", "east", "north"]].itertuples(index=False)]
-    lat, lon = _uniform_in_boxes(rng, boxes + [study.deepearth_bbox], n)
-    elev = world.elevation(lat, lon) + rng.normal(0.0, 2.0, n)
-    years, dates = _iso_dates(rng, n, *ALPHAEARTH_YEARS)
-    emb = np.empty((n, 64), np.float32)
-    for start in range(0, n, POINTS_PER_CHUNK):  # the world's fields need ~1 kB per point: bound it
-        rows = slice(start, start + POINTS_PER_CHUNK)
-        emb[rows] = world.alphaearth_embedding(lat[rows], lon[rows], world.land_cover(lat[rows], lon[rows]), years[rows])
-    dirt = plant_dirt(rng, lat, elev, dates, emb, sample.dirty_fraction)
-    return pd.DataFrame({"latitude": lat, "longitude": lon, "elevation_m": elev, "event_date": dates}), emb, dirt
-
-
-def fetch_alphaearth(params, study, out_dir: Path) -> None:
-    """Write alphaearth_metadata.csv and alphaearth_embeddings.pt (the layout DeepEarth publishes)."""
-    import torch
-
-    frame, embeddings, _ = sample_alphaearth(params, study)
-    frame.to_csv(Path(out_dir) / "alphaearth_metadata.csv", index=False)
-    torch.save(torch.from_numpy(embeddings), Path(out_dir) / "alphaearth_embeddings.pt")
-
-
-# -- DeepEarth -----------------------------------------------------------------------------------
 def habitat_acceptance(habitats) -> np.ndarray:
     """[len(habitats), len(COVER_CODES)] probability of accepting a location of each cover."""
     accept = np.full((len(habitats), len(COVER_CODES)), OFF_HABITAT_ACCEPT)
@@ -186,8 +94,6 @@ def _habitats(species) -> list[str]:
     return habitats
 
 
-
-
 def _image_urls(rng: np.random.Generator, n: int, has_vision: np.ndarray) -> list[list[str]]:
     """iNaturalist photo URLs per observation; some rows reproduce the ";"-joined single-string quirk
     (num_images then says 1, the stored list's length, which the tidy stage recomputes)."""
@@ -204,19 +110,19 @@ def _image_urls(rng: np.random.Generator, n: int, has_vision: np.ndarray) -> lis
 def language_embeddings(seed: int, species, dim: int) -> np.ndarray:
     """float32 [n_species, dim] unit vectors: a genus component shared by congeners plus a species one."""
     genus = [name.split()[0] for name in species["taxon_name"]]
-    language = (_unit_vectors(seed, "language-genus", genus, dim)
-                + 0.7 * _unit_vectors(seed, "language-species", species["taxon_id"], dim))
+    language = (unit_vectors(seed, "language-genus", genus, dim)
+                + 0.7 * unit_vectors(seed, "language-species", species["taxon_id"], dim))
     return language / np.linalg.norm(language, axis=1, keepdims=True)
 
 
 def vision_embeddings(rng: np.random.Generator, seed: int, taxon_ids, cover: np.ndarray, dim: int) -> np.ndarray:
     """float32 [n, dim] unit vectors: species prototype + COVER_WEIGHT * land-cover look + image nuisance."""
     taxa, row_taxon = np.unique(taxon_ids, return_inverse=True)
-    prototypes = _unit_vectors(seed, "vision-species", taxa, dim)[row_taxon]
-    cover_looks = _unit_vectors(seed, "vision-cover", COVER_CODES, dim)
-    nuisance = _unit_vectors(seed, "vision-nuisance", range(NUISANCE_DIM), dim)
+    prototypes = unit_vectors(seed, "vision-species", taxa, dim)[row_taxon]
+    cover_looks = unit_vectors(seed, "vision-cover", COVER_CODES, dim)
+    nuisance = unit_vectors(seed, "vision-nuisance", range(NUISANCE_DIM), dim)
     vision = (prototypes + COVER_WEIGHT * cover_looks[np.searchsorted(COVER_CODES, cover)]
-              + VISION_NOISE * rng.standard_normal((len(cover), NUISANCE_DIM)).astype(np.float32) @ nuisance)
+              + VISION_NOISE * matmul(rng.standard_normal((len(cover), NUISANCE_DIM)).astype(np.float32), nuisance))
     return vision / np.linalg.norm(vision, axis=1, keepdims=True)
 
 
@@ -231,7 +137,7 @@ def deepearth_batches(params, study, chunk_rows: int = 2048):
     import pyarrow as pa
 
     sample = params.sources.deepearth.sample
-    rng, world, n = _rng(params.seed, "deepearth"), World(params.seed), sample.n_observations
+    rng, world, n = stream(params.seed, "deepearth"), World(params.seed), sample.n_observations
     species = study.species.reset_index(drop=True)
     habitats, n_species = _habitats(species), len(species)
 
