@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from terrapipe.errors import InputDataError
+from terrapipe.sources.florida_species import DEFAULT_SPECIES
 
 INPUTS_DIR = Path("data/inputs")
 
@@ -134,31 +135,6 @@ DEFAULT_AOIS = [  # aoi_id, name, west, south (1 x 1 degree boxes in contrasting
     ("sonora-hermosillo", "Hermosillo, Mexico (hot desert)", -111.4, 28.6),
     ("finland-tampere", "Tampere, Finland (boreal)", 23.3, 61.0),
     ("kenya-nakuru", "Nakuru, Kenya (equatorial highlands, spans the equator)", 35.6, -0.8),
-]
-DEFAULT_SPECIES = [  # central-Florida native plants; habitat drives the sample world's observations
-    ("Serenoa repens", "upland"), ("Quercus virginiana", "forest"), ("Quercus geminata", "upland"),
-    ("Quercus laurifolia", "forest"), ("Pinus elliottii", "forest"), ("Pinus palustris", "upland"),
-    ("Pinus clausa", "upland"), ("Taxodium distichum", "wetland"), ("Taxodium ascendens", "wetland"),
-    ("Sabal palmetto", "forest"), ("Magnolia grandiflora", "forest"), ("Magnolia virginiana", "wetland"),
-    ("Acer rubrum", "wetland"), ("Liquidambar styraciflua", "forest"), ("Myrica cerifera", "disturbed"),
-    ("Ilex glabra", "upland"), ("Ilex cassine", "wetland"), ("Lyonia ferruginea", "upland"),
-    ("Vaccinium myrsinites", "upland"), ("Callicarpa americana", "forest"), ("Hamelia patens", "disturbed"),
-    ("Tillandsia usneoides", "forest"), ("Tillandsia recurvata", "disturbed"), ("Spartina bakeri", "wetland"),
-    ("Andropogon virginicus", "disturbed"), ("Aristida stricta", "upland"), ("Pontederia cordata", "aquatic"),
-    ("Sagittaria lancifolia", "aquatic"), ("Nymphaea odorata", "aquatic"), ("Nuphar advena", "aquatic"),
-    ("Cladium jamaicense", "wetland"), ("Juncus effusus", "wetland"), ("Typha latifolia", "aquatic"),
-    ("Hydrocotyle umbellata", "wetland"), ("Bidens alba", "disturbed"), ("Coreopsis leavenworthii", "disturbed"),
-    ("Gaillardia pulchella", "disturbed"), ("Helianthus debilis", "disturbed"), ("Liatris spicata", "upland"),
-    ("Asclepias tuberosa", "upland"), ("Asclepias incarnata", "wetland"), ("Passiflora incarnata", "disturbed"),
-    ("Opuntia humifusa", "upland"), ("Yucca filamentosa", "upland"), ("Zamia integrifolia", "forest"),
-    ("Chrysobalanus icaco", "upland"), ("Persea borbonia", "forest"), ("Persea palustris", "wetland"),
-    ("Cephalanthus occidentalis", "wetland"), ("Salix caroliniana", "wetland"), ("Sambucus canadensis", "disturbed"),
-    ("Rubus trivialis", "disturbed"), ("Vitis rotundifolia", "forest"), ("Smilax auriculata", "upland"),
-    ("Lantana involucrata", "upland"), ("Phyla nodiflora", "disturbed"), ("Rhexia mariana", "wetland"),
-    ("Sarracenia minor", "wetland"), ("Drosera capillaris", "wetland"), ("Osmunda regalis", "wetland"),
-    ("Woodwardia virginica", "wetland"), ("Pteridium aquilinum", "upland"), ("Befaria racemosa", "upland"),
-    ("Licania michauxii", "upland"), ("Carphephorus corymbosus", "upland"), ("Pityopsis graminifolia", "upland"),
-    ("Eryngium yuccifolium", "upland"), ("Hypericum fasciculatum", "wetland"), ("Lachnanthes caroliana", "wetland"),
 ]
 DEEPEARTH_BBOX = {"west": -81.934, "south": 28.033, "east": -80.902, "north": 28.978}
 
