@@ -3,8 +3,9 @@ import pytest
 import yaml
 from conftest import REPO, deep_update
 
-from terrapipe.config import S2_BANDS, Params, load_params, parse_params
+from terrapipe.config import Params, load_params, parse_params
 from terrapipe.errors import ConfigError
+from terrapipe.modalities import S2
 
 
 def _error(raw: dict) -> str:
@@ -48,7 +49,7 @@ def test_impossible_probability():
 def test_unknown_s2_band_lists_accepted_bands():
     message = _error({"sources": {"sentinel": {"s2_bands": ["B02", "B10"]}}})
     assert "sources.sentinel.s2_bands.1" in message and "'B10'" in message
-    assert all(band in message for band in S2_BANDS)
+    assert all(band in message for band in S2.band_order)
 
 
 def test_duplicated_band():

@@ -13,14 +13,15 @@ import yaml
 from conftest import run_stage
 
 from terrapipe.config import parse_params
-from terrapipe.data.era5 import VARIABLES, build_era5_dataset, normalize_series, open_era5, site_series
+from terrapipe.data.era5 import build_era5_dataset, normalize_series, open_era5, site_series
 from terrapipe.data.normalize import MISSING_VALUE, band_stats
 from terrapipe.errors import InputDataError
+from terrapipe.modalities import ERA5_VARIABLES
 from terrapipe.sources.sample_era5 import era5_requests, fetch_era5
 from terrapipe.study import load_study, write_default_inputs
 
 STAGES = Path(__file__).parents[1] / "stages"
-SHORT = [v.short for v in VARIABLES]
+SHORT = [v.short for v in ERA5_VARIABLES]
 UNITS = {"t2m": "K", "d2m": "K", "sp": "Pa", "u10": "m s**-1", "v10": "m s**-1", "tp": "m"}
 RAW_PARAMS = {"study": {"sites_per_aoi": 2}, "sources": {"era5": {"sample": {"missing_month_prob": 0.25}}}}
 
@@ -218,7 +219,7 @@ def test_normalization_uses_train_sites_only_and_keeps_missing(raw_dir, study):
     is_train = np.arange(len(raw)) % 2 == 0
     series, stats = normalize_series(raw, is_train)
     expected = band_stats(raw[is_train])
-    assert [stats["bands"][v.band]["mean"] for v in VARIABLES] == pytest.approx(expected["mean"])
+    assert [stats["bands"][v.band]["mean"] for v in ERA5_VARIABLES] == pytest.approx(expected["mean"])
     assert stats["bands"]["2m-temperature"]["units"] == "K" and stats["bands"]["surface-pressure"]["units"] == "Pa"
     assert stats["bands"]["total-precipitation"]["count"] == int(expected["count"][5])
     assert np.array_equal(series == MISSING_VALUE, raw == MISSING_VALUE)
@@ -240,7 +241,7 @@ def test_normalization_uses_train_sites_only_and_keeps_missing(raw_dir, study):
 def test_build_refuses_sites_without_a_split(raw_dir, study, tmp_path):
     split_of = {s: "train" for s in study.sites["site_id"][1:]}
     with pytest.raises(InputDataError, match="no split for site"):
-        build_era5_dataset(raw_dir, study.sites, split_of, [v.cds for v in VARIABLES], 12, 2.0, tmp_path)
+        build_era5_dataset(raw_dir, study.sites, split_of, [v.cds for v in ERA5_VARIABLES], 12, 2.0, tmp_path)
 
 
 # -- the stages, end to end --------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def test_stages_end_to_end_and_a_corrupt_file_leaves_outputs_untouched(tmp_path)
                                    "grid_longitude"]
     assert table["row"].tolist() == list(range(16)) and table["split"].tolist() == split.tolist()
     stats = json.loads((out / "stats.json").read_text())
-    assert list(stats["bands"]) == [v.band for v in VARIABLES] and stats["train_sites"] == 12
+    assert list(stats["bands"]) == [v.band for v in ERA5_VARIABLES] and stats["train_sites"] == 12
     assert stats["bands"]["2m-temperature"]["mean"] == pytest.approx(float(band_stats(raw[split == "train"])["mean"][0]))
     mean = np.array([b["mean"] for b in stats["bands"].values()])
     std = np.array([b["std"] for b in stats["bands"].values()])

@@ -17,9 +17,10 @@ import yaml
 from conftest import SMALL_PARAMS, deep_update, run_stage
 
 from terrapipe.config import parse_params
-from terrapipe.data.era5 import VARIABLES, open_era5
+from terrapipe.data.era5 import open_era5
 from terrapipe.data.normalize import MISSING_VALUE
 from terrapipe.errors import TerrapipeError
+from terrapipe.modalities import ERA5_VARIABLES
 from terrapipe.sources import transfer
 from terrapipe.sources.era5 import fetch_cds
 from terrapipe.sources.sample_era5 import era5_requests, fetch_era5
@@ -101,7 +102,7 @@ def test_the_real_client_fetches_every_aoi_year_as_the_sample_world_answers(fake
     florida = cds.submitted[0][1]  # requests go out in the study's order
     assert entries[0]["target"] == "era5_central-florida_2024.nc"
     assert florida["area"] == [29.1, -82.0, 27.9, -80.8] and florida["year"] == ["2024"]
-    assert florida["variable"] == [v.cds for v in VARIABLES]
+    assert florida["variable"] == [v.cds for v in ERA5_VARIABLES]
     assert sorted(r["year"][0] for _, r in cds.submitted) == ["2023", "2024", "2024"]
 
     sample = env / "sample"

@@ -6,10 +6,10 @@ import rasterio
 import rioxarray
 from conftest import run_stage, tree_digest
 
-from terrapipe.config import S2_BANDS
-from terrapipe.data.imagery import build_store, modalities, read_chip
+from terrapipe.data.imagery import build_store, read_chip
 from terrapipe.data.normalize import MISSING_VALUE, band_stats
 from terrapipe.data.store import TrainingStore
+from terrapipe.modalities import LANDSAT, S1, S2
 from terrapipe.sources import fetch
 from terrapipe.study import load_study, utm_epsg
 
@@ -56,7 +56,7 @@ def test_geotiffs_have_the_provider_layout(raw, small_params):
     s2 = rioxarray.open_rasterio(next((out / site.site_id / "s2").glob("*.tif")))
     assert s2.dims == ("band", "y", "x") and s2.shape == (12, 18, 18)
     assert s2.rio.crs.to_epsg() == utm_epsg(site.latitude, site.longitude)
-    assert s2.attrs["long_name"] == S2_BANDS
+    assert s2.attrs["long_name"] == S2.band_order
     assert s2.rio.nodata == 0 and s2.dtype == np.uint16
     assert s2.rio.resolution() == (10.0, -10.0)
     assert s2.rio.transform().c % 60 == 0 and s2.rio.transform().f % 60 == 0
@@ -79,9 +79,9 @@ def test_geotiffs_have_the_provider_layout(raw, small_params):
 def test_native_resolution_is_preserved(raw):
     out, study = raw
     s2 = rasterio.open(next((out / study.sites.site_id[0] / "s2").glob("*.tif"))).read()
-    b05, b01 = s2[S2_BANDS.index("B05")].astype(int), s2[S2_BANDS.index("B01")].astype(int)
+    b05, b01 = s2[S2.band_order.index("B05")].astype(int), s2[S2.band_order.index("B01")].astype(int)
     assert np.all(b05[0:2, 0:2] == b05[0, 0]) and np.all(b01[0:6, 0:6] == b01[0, 0])   # 20 m and 60 m cells
-    b02 = s2[S2_BANDS.index("B02")]
+    b02 = s2[S2.band_order.index("B02")]
     assert len(np.unique(b02[0:2, 0:2])) > 1  # 10 m band varies pixel to pixel
 
 
@@ -98,14 +98,14 @@ def test_store_stats_use_train_sites_only_and_missing_survives(raw, small_params
     test_site = sites.site_id.iloc[0]
     store_dir = tmp_path / "store"
     store_dir.mkdir()
-    stats = build_store(out, sites, _split_of(study, {test_site}), ["s2", "s1", "landsat"], S2_BANDS, 18, 4, 2.0,
+    stats = build_store(out, sites, _split_of(study, {test_site}), ["s2", "s1", "landsat"], S2.band_order, 18, 4, 2.0,
                         store_dir)
 
-    s2 = modalities(["s2"], S2_BANDS)[0]
+    s2 = S2
     months = sorted(pd.read_csv(out / "scenes.csv").query("sensor == 's2'")["path"])
     train_chips = [read_chip(out / p, s2, 18) for p in months if not p.startswith(test_site)]
     expected = band_stats(np.stack(train_chips), band_axis=1)
-    got = np.array([stats["s2"]["bands"][b]["mean"] for b in S2_BANDS])
+    got = np.array([stats["s2"]["bands"][b]["mean"] for b in S2.band_order])
     np.testing.assert_allclose(got, expected["mean"], rtol=1e-9)
     all_chips = [read_chip(out / p, s2, 18) for p in months]
     assert not np.allclose(got, band_stats(np.stack(all_chips), band_axis=1)["mean"], rtol=1e-6)
@@ -132,7 +132,7 @@ def test_store_batch_reads_the_samples_asked_for(raw, small_params, tmp_path):
     out, study = raw
     store_dir = tmp_path / "store"
     store_dir.mkdir()
-    build_store(out, study.sites, _split_of(study, set()), ["s2", "s1"], S2_BANDS, 18, 4, 2.0, store_dir)
+    build_store(out, study.sites, _split_of(study, set()), ["s2", "s1"], S2.band_order, 18, 4, 2.0, store_dir)
     store = TrainingStore(store_dir, era5_dir=None)
     batch = store.batch([5, 1, 3])
     np.testing.assert_array_equal(batch["s2"], store.arrays["s2"][[5, 1, 3]])
@@ -176,7 +176,7 @@ def test_truncated_geotiff_is_named(raw):
     victim.write_bytes(victim.read_bytes()[:200])
     from terrapipe.errors import InputDataError
     with pytest.raises(InputDataError, match="not a readable GeoTIFF") as info:
-        read_chip(victim, modalities(["s1"], S2_BANDS)[0], 18)
+        read_chip(victim, S1, 18)
     assert str(victim) in str(info.value)
 
 
@@ -187,13 +187,14 @@ def test_a_band_missing_everywhere_stays_missing(raw, small_params, tmp_path):
     for path in out.glob("*/landsat/*.tif"):
         with rasterio.open(path, "r+") as dst:
             data = dst.read()
-            data[7] = 0  # B8 is nodata in every scene
+            data[LANDSAT.band_order.index("B8")] = 0  # B8 is nodata in every scene
             dst.write(data)
     store_dir = tmp_path / "store"
     store_dir.mkdir()
-    build_store(out, study.sites, _split_of(study, set()), ["landsat"], S2_BANDS, 18, 4, 2.0, store_dir)
+    build_store(out, study.sites, _split_of(study, set()), ["landsat"], S2.band_order, 18, 4, 2.0, store_dir)
     landsat = np.load(store_dir / "landsat.npy")
-    assert (landsat[..., 7] == MISSING_VALUE).all() and (landsat[..., 0] != MISSING_VALUE).any()
+    b8, b1 = LANDSAT.band_order.index("B8"), LANDSAT.band_order.index("B1")
+    assert (landsat[..., b8] == MISSING_VALUE).all() and (landsat[..., b1] != MISSING_VALUE).any()
     stats = json.loads((store_dir / "stats.json").read_text())["landsat"]["bands"]
     assert stats["B8"] == {"mean": None, "std": None, "count": 0} and stats["B1"]["count"] > 0
 
@@ -204,5 +205,5 @@ def test_no_train_site_is_an_error(raw, tmp_path):
     store_dir = tmp_path / "store"
     store_dir.mkdir()
     with pytest.raises(InputDataError, match="has no train site"):
-        build_store(out, study.sites, _split_of(study, set(study.sites.site_id)), ["s1"], S2_BANDS, 18, 4, 2.0,
+        build_store(out, study.sites, _split_of(study, set(study.sites.site_id)), ["s1"], S2.band_order, 18, 4, 2.0,
                     store_dir)

@@ -11,11 +11,12 @@ import yaml
 from conftest import run_stage, tree_digest
 
 from terrapipe.config import parse_params
-from terrapipe.data.imagery import build_store, modalities, read_chip
+from terrapipe.data.imagery import build_store, read_chip
 from terrapipe.errors import TerrapipeError
 from terrapipe.grid import site_grid
+from terrapipe.modalities import store_modalities
 from terrapipe.sources.sample_imagery import SENSOR_TAGS
-from terrapipe.sources.sentinel import ASSET_KEYS, MAPS, fetch_stac, pick_monthly
+from terrapipe.sources.sentinel import MAPS, asset_key_of, fetch_stac, pick_monthly
 from terrapipe.sources.transfer import PermanentError
 from terrapipe.study import load_study, utm_epsg, write_default_inputs
 from terrapipe.testing.fake_stac import FakeSTAC
@@ -93,7 +94,7 @@ def test_fetch_writes_the_sample_layout_with_the_sample_values(fetched, fake, in
     study = inputs[1]
     params = stac_params(fake.url)
     scenes = pd.read_csv(out / "scenes.csv")
-    mods = {m.name: m for m in modalities(SENSORS, params.sources.sentinel.s2_bands)}
+    mods = {m.key: m for m in store_modalities(SENSORS, params.sources.sentinel.s2_bands)}
     for row in scenes.itertuples():
         site = study.sites.set_index("site_id").loc[row.site_id]
         grid = site_grid(site.latitude, site.longitude, 16)
@@ -113,7 +114,7 @@ def test_fetch_writes_the_sample_layout_with_the_sample_values(fetched, fake, in
             else:
                 assert got.offsets == ref.offsets and got.tags()["SENSOR"] == SENSOR_TAGS[row.sensor]["SENSOR"]
         truth, values, native = _compare(sample, out / row.path, mods[row.sensor])
-        for b, name in enumerate(mods[row.sensor].bands):
+        for b, name in enumerate(mods[row.sensor].band_order):
             valid = (truth[b] != -99999) & (values[b] != -99999)
             diff = np.abs(truth[b] - values[b])[valid]
             if native[b] == 10:  # same grid, shifted by whole pixels: a window, values exact
@@ -123,7 +124,7 @@ def test_fetch_writes_the_sample_layout_with_the_sample_values(fetched, fake, in
                 assert np.mean((truth[b] == -99999) != (values[b] == -99999)) <= 0.2, (row.path, name)
                 tolerance = max(0.35 * truth[b][valid].std(), TOLERANCE.get(name, TOLERANCE[row.sensor]))
                 assert np.median(diff) <= tolerance, (row.path, name, np.median(diff), tolerance)
-    maps = {m.name: m for m in modalities([], [])}
+    maps = {m.key: m for m in store_modalities([], [])}
     for site_id in study.sites["site_id"]:
         world = fake.root / "world" / site_id
         classes, got, _ = _compare(world / "worldcover.tif", out / site_id / "worldcover.tif", maps["worldcover"])
@@ -269,8 +270,9 @@ def test_pick_monthly_rules():
     radar = [item("b", "2024-02-09T06:00:00Z"), item("a", "2024-02-09T06:00:00Z"), item("c", "2024-01-30T06:00:00Z")]
     assert [i["id"] for i in pick_monthly(radar, months, None)] == ["c", "a"]
     # Earth Search v1 asset keys (checked against its sentinel-2-l2a and landsat-c2-l2 items)
-    assert ASSET_KEYS["s2"]["B8A"] == "nir08" and ASSET_KEYS["s2"]["B11"] == "swir16"
-    assert ASSET_KEYS["landsat"]["B10"] == "lwir11" and ASSET_KEYS["landsat"]["B5"] == "nir08"
+    assert asset_key_of("s2", "B8A") == "nir08" and asset_key_of("s2", "B11") == "swir16"
+    assert asset_key_of("landsat", "B10") == "lwir11" and asset_key_of("landsat", "B5") == "nir08"
+    assert asset_key_of("landsat", "B9") == "B9"  # no Earth Search asset: the band name
 
 
 def test_stage_fetches_from_stac_end_to_end(fetched, fake, inputs, tmp_path):

@@ -11,18 +11,12 @@ from typing import Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from terrapipe.errors import ConfigError
+from terrapipe.modalities import ERA5_VARIABLES, S2, SENSORS
 
-S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-S2Band = Literal["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
-ERA5_VARIABLES = (
-    "2m_temperature", "2m_dewpoint_temperature", "surface_pressure",
-    "10m_u_component_of_wind", "10m_v_component_of_wind", "total_precipitation",
-)
-Era5Variable = Literal[
-    "2m_temperature", "2m_dewpoint_temperature", "surface_pressure",
-    "10m_u_component_of_wind", "10m_v_component_of_wind", "total_precipitation",
-]
-Sensor = Literal["s2", "s1", "landsat"]
+# Band, variable and sensor names come from the modality registry (terrapipe.modalities), never listed here.
+S2Band = Literal[S2.band_order]
+Era5VariableName = Literal[tuple(v.cds for v in ERA5_VARIABLES)]
+Sensor = Literal[SENSORS]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
@@ -64,7 +58,7 @@ class Era5Params(_Section):
     source: Literal["sample", "cds"] = "sample"
     dataset: Literal["reanalysis-era5-land-monthly-means",
                      "reanalysis-era5-single-levels-monthly-means"] = "reanalysis-era5-land-monthly-means"
-    variables: list[Era5Variable] = Field(default_factory=lambda: list(ERA5_VARIABLES), min_length=1)
+    variables: list[Era5VariableName] = Field(default_factory=lambda: [v.cds for v in ERA5_VARIABLES], min_length=1)
     sample: Era5SampleParams = Era5SampleParams()
     cds: Era5CdsParams = Era5CdsParams()
 
@@ -97,8 +91,9 @@ class SentinelStacParams(_Section):
 
 class SentinelParams(_Section):
     source: Literal["sample", "stac"] = "sample"
-    sensors: list[Sensor] = Field(default_factory=lambda: ["s2", "s1", "landsat"], min_length=1)
-    s2_bands: list[S2Band] = Field(default_factory=lambda: list(S2_BANDS), min_length=1)
+    sensors: list[Sensor] = Field(default_factory=lambda: list(SENSORS), min_length=1)
+    # any subset of S2 L2A bands in any order: files and the store keep the registry's order
+    s2_bands: list[S2Band] = Field(default_factory=lambda: list(S2.band_order), min_length=1)
     chip_size: int = Field(64, ge=8, le=2048, description="pixels per side on the 10 m grid")
     sample: SentinelSampleParams = SentinelSampleParams()
     stac: SentinelStacParams = SentinelStacParams()

@@ -7,7 +7,8 @@ a stable format. So every file goes through ``open_era5``, which accepts both, n
 that names the file and the field, instead of letting a renamed dimension become silent garbage.
 
 The normalize_era5 stage writes (data/processed/era5/), one row per selected site, T = study.months
-monthly steps from the site's start month, V = the configured variables in OlmoEarth's order (six):
+monthly steps from the site's start month, V = the configured variables in OlmoEarth's order (six,
+terrapipe.modalities.ERA5_VARIABLES):
 
     series.npy        float32 [N, T, V]  normalized with train-site stats, missing = -99999
     series_raw.npy    float32 [N, T, V]  ERA5 units (K, K, Pa, m s**-1, m s**-1, m per day), missing = -99999
@@ -18,49 +19,17 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from terrapipe.data.normalize import MISSING_VALUE, band_stats, normalize, stats_to_json
 from terrapipe.errors import InputDataError, TerrapipeError
+from terrapipe.modalities import ERA5, ERA5_VARIABLES
+from terrapipe.modalities import era5_selected as selected
 
 DIMS = ("time", "latitude", "longitude")
-
-
-@dataclass(frozen=True)
-class Era5Variable:
-    cds: str             # the CDS request name, e.g. 2m_temperature
-    short: str           # the NetCDF variable name, e.g. t2m
-    units: str           # ERA5 units as written in the files
-    long_name: str
-    standard_name: str   # CF standard name
-    grib_short: str      # GRIB shortName, e.g. 2t
-    param_id: int        # ECMWF parameter id
-
-    @property
-    def band(self) -> str:
-        """OlmoEarth's band name for the variable (era5_10 modality)."""
-        return self.cds.replace("_", "-")
-
-
-# The six OlmoEarth era5_10 variables, in OlmoEarth's band order.
-VARIABLES = (
-    Era5Variable("2m_temperature", "t2m", "K", "2 metre temperature", "air_temperature", "2t", 167),
-    Era5Variable("2m_dewpoint_temperature", "d2m", "K", "2 metre dewpoint temperature", "dew_point_temperature", "2d", 168),
-    Era5Variable("surface_pressure", "sp", "Pa", "Surface pressure", "surface_air_pressure", "sp", 134),
-    Era5Variable("10m_u_component_of_wind", "u10", "m s**-1", "10 metre U wind component", "eastward_wind", "10u", 165),
-    Era5Variable("10m_v_component_of_wind", "v10", "m s**-1", "10 metre V wind component", "northward_wind", "10v", 166),
-    Era5Variable("total_precipitation", "tp", "m", "Total precipitation", "lwe_thickness_of_precipitation_amount", "tp", 228),
-)
-BY_CDS = {v.cds: v for v in VARIABLES}
 _UNIT_SPELLINGS = {"m s-1": "m s**-1", "m/s": "m s**-1", "kelvin": "K"}
-
-
-def selected(cds_names) -> tuple[Era5Variable, ...]:
-    """The configured variables in OlmoEarth's order (whatever order params.yaml lists them in)."""
-    return tuple(v for v in VARIABLES if v.cds in set(cds_names))
 
 
 def _fail(path, problem: str) -> InputDataError:
@@ -68,7 +37,7 @@ def _fail(path, problem: str) -> InputDataError:
                           "NetCDF, ERA5 units K / Pa / m s**-1 / m)")
 
 
-def normalize_schema(ds, path, variables=VARIABLES):
+def normalize_schema(ds, path, variables=ERA5_VARIABLES):
     """Bring a dataset in either CDS layout to dims (time, latitude, longitude) holding ``variables``.
 
     Legacy files split recent months over an ``expver`` dimension (1 = ERA5, 5 = ERA5T, NaN where
@@ -105,7 +74,7 @@ def normalize_schema(ds, path, variables=VARIABLES):
     return ds
 
 
-def open_era5(path, variables=VARIABLES):
+def open_era5(path, variables=ERA5_VARIABLES):
     """Read one ERA5 monthly-means NetCDF fully into memory, normalised (see ``normalize_schema``)."""
     import xarray as xr
 
@@ -119,7 +88,7 @@ def open_era5(path, variables=VARIABLES):
     return normalize_schema(ds, path, variables)
 
 
-def cell_series(ds, path, latitude, longitude, months, variables=VARIABLES):
+def cell_series(ds, path, latitude, longitude, months, variables=ERA5_VARIABLES):
     """Values of the grid cells nearest to each point for each wanted month, (P, T, V), NaN where absent.
 
     ``months`` is (P, T) of month starts; a month the file lacks, or holds as NaN (an ERA5T gap), is NaN.
@@ -147,7 +116,7 @@ def cell_series(ds, path, latitude, longitude, months, variables=VARIABLES):
     return values, lat_grid[i], lon_grid[j]
 
 
-def site_series(sites, raw_dir, n_months: int, variables=VARIABLES):
+def site_series(sites, raw_dir, n_months: int, variables=ERA5_VARIABLES):
     """Raw monthly series (N, T, V) in ERA5 units for ``sites`` (MISSING_VALUE where no file has a value).
 
     Each site reads its AOI's files (``era5_<aoi>_<year>.nc``); a month comes from the first file
@@ -173,14 +142,15 @@ def site_series(sites, raw_dir, n_months: int, variables=VARIABLES):
     return series.astype(np.float32), grid_lat, grid_lon
 
 
-def normalize_series(raw: np.ndarray, is_train: np.ndarray, variables=VARIABLES, std_multiplier: float = 2.0):
+def normalize_series(raw: np.ndarray, is_train: np.ndarray, variables=ERA5_VARIABLES, std_multiplier: float = 2.0):
     """Normalise (N, T, V) with per-variable stats of the training sites only; returns (series, stats JSON)."""
     stats = band_stats(raw[is_train])
     empty = [v.band for v, count in zip(variables, stats["count"]) if count == 0]
     if empty:
         raise TerrapipeError(f"ERA5 variable(s) {empty} have no valid value in any train site, so their statistics "
                              "are undefined. Check the raw files in data/raw/era5, or the site split (split.sites)")
-    document = stats_to_json([v.band for v in variables], stats, modality="era5_10", std_multiplier=std_multiplier,
+    document = stats_to_json([v.band for v in variables], stats, modality=ERA5.olmoearth_name,
+                             std_multiplier=std_multiplier,
                              computed_on="train sites", train_sites=int(is_train.sum()), months=raw.shape[1])
     for var in variables:
         document["bands"][var.band].update(short_name=var.short, units=var.units)

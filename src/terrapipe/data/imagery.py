@@ -9,7 +9,10 @@ contiguous read per modality (OlmoEarth's per-sample shapes):
     timestamps.npy                int32   [N, T, 3]        (day, month, year) of each timestep
     sites.parquet                 row, site_id, aoi_id, split, epsg, x0, y0, latitude, longitude
     stats.json                    per-band mean/std/count from TRAIN sites only, with units
-    store.json                    manifest: files, shapes, band names
+    store.json                    manifest: files, shapes, OlmoEarth names, bands and band sets
+
+Channels C are in the order of the modality registry (terrapipe.modalities: OlmoEarth's band_order,
+the band sets concatenated), whatever order params.yaml lists sources.sentinel.s2_bands in.
 
 Values before normalization are physical: S2 as L2A reflectance x 10000 harmonized to the
 pre-04.00 baseline (the +1000 offset removed), S1 sigma0 dB, Landsat reflectance fraction and
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +29,9 @@ import numpy as np
 from terrapipe.data.arrays import NpyRows
 from terrapipe.data.normalize import MISSING_VALUE, RunningStats, normalize, stats_to_json
 from terrapipe.errors import InputDataError
+from terrapipe.modalities import Modality, store_modalities
 
 log = logging.getLogger("terrapipe.imagery")
-LANDSAT_BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11")
-
-
-@dataclass(frozen=True)
-class Modality:
-    name: str
-    bands: tuple[str, ...]
-    units: str
-    multitemporal: bool = True
-    unit_scale: float = 1.0  # physical value = (DN * scale + offset) * unit_scale
-
-
-def modalities(sensors, s2_bands) -> list[Modality]:
-    """The store's modalities for the configured sensors, maps always included."""
-    spec = {"s2": Modality("s2", tuple(s2_bands), "L2A reflectance x 10000 (harmonized, offset removed)", unit_scale=1e4),
-            "s1": Modality("s1", ("vv", "vh"), "sigma0 dB"),
-            "landsat": Modality("landsat", LANDSAT_BAND_NAMES, "reflectance (B1-B9), K (B10, B11)")}
-    return [spec[s] for s in sensors] + [Modality("worldcover", ("worldcover",), "ESA WorldCover code", False),
-                                         Modality("srtm", ("elevation",), "m", False)]
 
 
 def read_chip(path: Path, modality: Modality, size: int) -> np.ndarray:
@@ -65,13 +49,13 @@ def read_chip(path: Path, modality: Modality, size: int) -> np.ndarray:
             if src.crs is None:
                 raise InputDataError(path, "has no CRS", fix)
             names = tuple(src.descriptions)
-            missing = [b for b in modality.bands if b not in names]
+            missing = [b for b in modality.band_order if b not in names]
             if missing:
                 raise InputDataError(path, f"band(s) {missing} missing (band descriptions are {list(names)})", fix)
             if (src.height, src.width) != (size, size):
                 raise InputDataError(path, f"is {src.height}x{src.width} pixels, expected {size}x{size} "
                                      "(sources.sentinel.chip_size)", fix)
-            index = [names.index(b) + 1 for b in modality.bands]
+            index = [names.index(b) + 1 for b in modality.band_order]
             data = src.read(index).astype(np.float32)
             nodata = src.nodata
             scales = np.array([src.scales[i - 1] for i in index], np.float32)[:, None, None]
@@ -87,7 +71,7 @@ def read_chip(path: Path, modality: Modality, size: int) -> np.ndarray:
 def site_sample(raw_dir: Path, site_id: str, modality: Modality, scenes, months: list, size: int) -> np.ndarray:
     """One site's (H, W, T, C) array: each acquisition placed at its month, cloud-lost months missing."""
     if not modality.multitemporal:
-        chip = read_chip(raw_dir / site_id / f"{modality.name}.tif", modality, size)
+        chip = read_chip(raw_dir / site_id / f"{modality.key}.tif", modality, size)
         return np.moveaxis(chip, 0, -1)[:, :, None, :]
     out = np.full((size, size, len(months), len(modality.bands)), MISSING_VALUE, np.float32)
     month_index = {(m.year, m.month): t for t, m in enumerate(months)}
@@ -130,13 +114,13 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
         raise InputDataError("data/processed/splits/sites/assignments.parquet", f"no split for site(s) {unknown[:5]}",
                              "Re-run the split@sites stage")
     by_site_sensor = {key: list(g.itertuples()) for key, g in scenes.groupby(["site_id", "sensor"])}
-    mods = modalities(sensors, s2_bands)
+    mods = store_modalities(sensors, s2_bands)
     n = len(sites)
     arrays, stats = {}, {}
     for mod in mods:
         t = months if mod.multitemporal else 1
-        arrays[mod.name] = NpyRows(out_dir / f"{mod.name}.npy", np.float32, (n, chip_size, chip_size, t, len(mod.bands)))
-        stats[mod.name] = RunningStats(len(mod.bands))
+        arrays[mod.key] = NpyRows(out_dir / f"{mod.key}.npy", np.float32, (n, chip_size, chip_size, t, len(mod.bands)))
+        stats[mod.key] = RunningStats(len(mod.bands))
     classes = NpyRows(out_dir / "worldcover_class.npy", np.uint8, (n, chip_size, chip_size))
     timestamps = np.zeros((n, months, 3), np.int32)
     rows = []
@@ -145,12 +129,12 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
         timestamps[i] = [(1, m.month, m.year) for m in site_month_list]
         is_train = split_of[site.site_id] == "train"
         for mod in mods:
-            sample = site_sample(raw_dir, site.site_id, mod, by_site_sensor.get((site.site_id, mod.name), []),
+            sample = site_sample(raw_dir, site.site_id, mod, by_site_sensor.get((site.site_id, mod.key), []),
                                  site_month_list, chip_size)
-            arrays[mod.name][i] = sample
+            arrays[mod.key][i] = sample
             if is_train:
-                stats[mod.name].update(sample)
-            if mod.name == "worldcover":
+                stats[mod.key].update(sample)
+            if mod.key == "worldcover":
                 codes = sample[:, :, 0, 0]
                 classes[i] = np.where(codes == MISSING_VALUE, 0, codes)
         grid = site_grid(site.latitude, site.longitude, chip_size)
@@ -160,28 +144,30 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
     if not any(split == "train" for split in map(split_of.get, sites["site_id"])):
         raise InputDataError("data/processed/splits/sites/assignments.parquet", "has no train site",
                              "Hold out fewer sites (split.sites.num_regions / region_size_km)")
-    results = {mod.name: stats[mod.name].result() for mod in mods}
+    results = {mod.key: stats[mod.key].result() for mod in mods}
     for mod in mods:  # pass 2: normalize in place, one site at a time
-        empty = results[mod.name]["count"] == 0
+        empty = results[mod.key]["count"] == 0
         if empty.any():  # e.g. Landsat Collection 2 Level-2 has no B8, B9, B11
             log.warning("%s band(s) %s have no valid pixel in any train site: they stay missing (-99999)",
-                        mod.name, [b for b, e in zip(mod.bands, empty) if e])
-        arr = arrays[mod.name]
+                        mod.key, [b for b, e in zip(mod.band_order, empty) if e])
+        arr = arrays[mod.key]
         for i in range(n):
-            sample = normalize(arr[i], results[mod.name]["mean"], results[mod.name]["std"], std_multiplier)
+            sample = normalize(arr[i], results[mod.key]["mean"], results[mod.key]["std"], std_multiplier)
             sample[..., empty] = MISSING_VALUE
             arr[i] = sample
         arr.close()
     classes.close()
     np.save(out_dir / "timestamps.npy", timestamps)
     pd.DataFrame(rows).to_parquet(out_dir / "sites.parquet", index=False)
-    document = {mod.name: stats_to_json(mod.bands, results[mod.name], units=mod.units,
+    document = {mod.key: stats_to_json(mod.band_order, results[mod.key], units=mod.units,
                                         std_multiplier=std_multiplier, computed_on="train sites")
                 for mod in mods}
     manifest = {"layout": "N,H,W,T,C", "missing_value": MISSING_VALUE, "n_samples": n, "chip_size": chip_size,
                 "months": months,
-                "modalities": {mod.name: {"file": f"{mod.name}.npy", "shape": list(arrays[mod.name].shape),
-                                          "bands": list(mod.bands), "units": mod.units} for mod in mods}}
+                "modalities": {mod.key: {"file": f"{mod.key}.npy", "shape": list(arrays[mod.key].shape),
+                                         "olmoearth_name": mod.olmoearth_name, "bands": list(mod.band_order),
+                                         "band_sets": [[b.name for b in s.bands] for s in mod.band_sets],
+                                         "units": mod.units} for mod in mods}}
     (out_dir / "stats.json").write_text(json.dumps(document, indent=2) + "\n")
     (out_dir / "store.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return document

@@ -2,6 +2,10 @@
 
 One sample is one contiguous slice per modality, so a batch is ``len(batch) x modalities`` memcpy-
 speed reads from the page cache into reusable buffers: no decoding, no per-file opens.
+
+``modalities`` holds each stored modality as the registry describes it (terrapipe.modalities), cut to
+the bands the store has: its ``band_order`` is the channel order of the array and its
+``bandsets_as_indices()`` the token groups. A store written with another band order is refused.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from terrapipe.errors import InputDataError
+from terrapipe.modalities import ERA5, Modality, modality
 
 SENTINEL_DIR = Path("data/processed/sentinel")
 ERA5_DIR = Path("data/processed/era5")
@@ -30,6 +35,8 @@ class TrainingStore:
         except FileNotFoundError:
             raise InputDataError(manifest_path, "missing", "Run `dvc repro normalize_sentinel`") from None
         self.sites = pd.read_parquet(sentinel_dir / "sites.parquet")
+        self.modalities = {name: _registered(manifest_path, name, spec["bands"])
+                           for name, spec in self.manifest["modalities"].items()}
         self.arrays = {name: np.load(sentinel_dir / spec["file"], mmap_mode="r")
                        for name, spec in self.manifest["modalities"].items()}
         self.arrays["timestamps"] = np.load(sentinel_dir / "timestamps.npy", mmap_mode="r")
@@ -39,7 +46,10 @@ class TrainingStore:
             if era5_sites != self.sites["site_id"].tolist():
                 raise InputDataError(era5_dir / "sites.parquet", "lists other sites (or another order) than the "
                                      f"imagery store {sentinel_dir}", "Re-run `dvc repro` so both stores are current")
-            self.arrays["era5"] = np.load(era5_dir / "series.npy", mmap_mode="r")
+            stats_path = era5_dir / "stats.json"
+            variables = list(json.loads(stats_path.read_text())["bands"])
+            self.modalities[ERA5.key] = _registered(stats_path, ERA5.key, variables)
+            self.arrays[ERA5.key] = np.load(era5_dir / "series.npy", mmap_mode="r")
         self._buffers: dict[tuple, dict[str, np.ndarray]] = {}
         self.threads = max(1, threads)
         self._pool = None
@@ -85,3 +95,15 @@ class TrainingStore:
         stop = len(idx) - (len(idx) % batch_size if drop_last else 0)
         for start in range(0, stop, batch_size):
             yield self.batch(np.sort(idx[start:start + batch_size]))
+
+
+def _registered(path: Path, name: str, bands: list[str]) -> Modality:
+    """The registry's modality ``name`` cut to ``bands``; refuses unknown names and another band order."""
+    fix = "Re-run `dvc repro` to rebuild the stores with the current band registry"
+    try:
+        mod = modality(name).subset(bands)
+    except ValueError as exc:
+        raise InputDataError(path, str(exc), fix) from None
+    if list(mod.band_order) != list(bands):
+        raise InputDataError(path, f"{name} bands {bands} are not in registry order {list(mod.band_order)}", fix)
+    return mod

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from terrapipe.data.era5 import BY_CDS, selected
+from terrapipe.modalities import era5_selected as selected
+from terrapipe.modalities import era5_variable
 
 log = logging.getLogger("terrapipe.sources.era5")
 GRID_DEG = {"reanalysis-era5-land-monthly-means": 0.1, "reanalysis-era5-single-levels-monthly-means": 0.25}
@@ -112,7 +113,7 @@ def sample_response(entry: dict, seed: int, missing_month_prob: float = 0.0):
              "institution": CENTRE,
              "history": f"terrapipe sample world (seed {seed}) answering a {entry['dataset']} request for {year}; "
                         "layout of the CDS GRIB to netCDF conversion"}
-    data = {BY_CDS[name].short: field(BY_CDS[name]) for name in request["variable"]}
+    data = {era5_variable(name).short: field(era5_variable(name)) for name in request["variable"]}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 

@@ -10,47 +10,30 @@ Every raster is on the site's 10 m UTM grid (chip_size x chip_size, origin snapp
 20/30/60 m native grids nest), carries its CRS, transform, nodata, band descriptions, native
 resolution tags and the provider's scale/offset, in the provider's units: S2 L2A DN (reflectance *
 10000 + 1000 since processing baseline 04.00), S1 sigma0 in dB, Landsat Collection 2 Level-2 DN.
+Band names and order (OlmoEarth's band_order), native resolutions, scalings, nodata and tags come
+from the modality registry, terrapipe.modalities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from terrapipe.grid import PIXEL_M, SiteGrid, site_grid
+from terrapipe.modalities import LANDSAT, S1, S2, SRTM, WORLDCOVER, Band
 from terrapipe.sources.streams import rng as stream
 from terrapipe.sources.world import World, lonlat_to_xyz
 
-
-@dataclass(frozen=True)
-class Band:
-    name: str
-    native_m: float
-    wavelength_nm: float | None = None
-
-
-S2_BANDS = {b.name: b for b in [
-    Band("B01", 60, 443), Band("B02", 10, 490), Band("B03", 10, 560), Band("B04", 10, 665),
-    Band("B05", 20, 705), Band("B06", 20, 740), Band("B07", 20, 783), Band("B08", 10, 842),
-    Band("B8A", 20, 865), Band("B09", 60, 945), Band("B11", 20, 1610), Band("B12", 20, 2190)]}
-S1_BANDS = [Band("vv", 10), Band("vh", 10)]
-LANDSAT_BANDS = [Band("B1", 30, 443), Band("B2", 30, 482), Band("B3", 30, 561), Band("B4", 30, 655),
-                 Band("B5", 30, 865), Band("B6", 30, 1609), Band("B7", 30, 2201), Band("B8", 15, 590),
-                 Band("B9", 30, 1373), Band("B10", 100, 10900), Band("B11", 100, 12000)]
 # Landsat reflective bands taken from the S2-like reflectance of the same surface.
 _LANDSAT_FROM_S2 = {"B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B8A", "B6": "B11", "B7": "B12"}
-S2_SCALE, S2_OFFSET = 1e-4, -0.1          # reflectance = DN * scale + offset (baseline >= 04.00)
-LS_SR_SCALE, LS_SR_OFFSET = 2.75e-5, -0.2  # Collection 2 Level-2 surface reflectance
-LS_ST_SCALE, LS_ST_OFFSET = 0.00341802, 149.0  # surface temperature in K
-S1_NODATA = -32768.0
-SRTM_NODATA = -32768
-WORLDCOVER_BAND, SRTM_BAND = Band("worldcover", 10), Band("elevation", 30)
+# The layout's definitions, all from the modality registry.
+S2_SCALE, S2_OFFSET = S2.bands[0].scale, S2.bands[0].offset  # reflectance = DN * scale + offset (baseline >= 04.00)
+LANDSAT_BANDS, LANDSAT_SCALES, LANDSAT_OFFSETS = list(LANDSAT.bands), LANDSAT.scales, LANDSAT.offsets
+S1_BANDS, S1_NODATA, SRTM_NODATA = list(S1.bands), S1.nodata, SRTM.nodata
+WORLDCOVER_BAND, SRTM_BAND = WORLDCOVER.bands[0], SRTM.bands[0]
 # File-level tags of each product (every backend adds DATETIME and SITE_ID).
-SENSOR_TAGS = {"s2": {"SENSOR": "sentinel-2-l2a", "PROCESSING_BASELINE": "05.10", "BOA_ADD_OFFSET": -1000},
-               "s1": {"SENSOR": "sentinel-1-grd", "MODE": "IW", "UNITS": "dB", "QUANTITY": "sigma0"},
-               "landsat": {"SENSOR": "landsat-c2-l2"}}
-MAP_TAGS = {"worldcover": {"PRODUCT": "ESA WorldCover"}, "srtm": {"PRODUCT": "SRTM", "UNITS": "m"}}
+SENSOR_TAGS = {m.key: dict(m.tags) for m in (S2, S1, LANDSAT)}
+MAP_TAGS = {m.key: dict(m.tags) for m in (WORLDCOVER, SRTM)}
 
 
 def native_resolution(field: np.ndarray, native_m: float) -> np.ndarray:
@@ -153,11 +136,6 @@ def _render_landsat(surface: _SiteSurface, t: int, rng) -> np.ndarray:
     return np.clip(np.stack(dn), 1, 65535).astype(np.uint16)
 
 
-_LANDSAT_THERMAL = [b.name in ("B10", "B11") for b in LANDSAT_BANDS]
-LANDSAT_SCALES = [LS_ST_SCALE if th else LS_SR_SCALE for th in _LANDSAT_THERMAL]
-LANDSAT_OFFSETS = [LS_ST_OFFSET if th else LS_SR_OFFSET for th in _LANDSAT_THERMAL]
-
-
 def _write_series(out: Path, grid: SiteGrid, site_id: str, sensor: str, dates, render, bands: list[Band],
                   nodata, rng, edge_prob: float, overpass: str, tags: dict, scales=None, offsets=None) -> list[tuple]:
     """One GeoTIFF per acquisition: render the month, cut a swath edge sometimes, write, list it."""
@@ -187,7 +165,7 @@ def write_site(out: Path, world: World, site, params) -> list[tuple]:
     srtm = np.round(native_resolution(surface.elevation, SRTM_BAND.native_m)).astype(np.int16)[None]
     write_tif(out / site.site_id / "srtm.tif", grid, srtm, [SRTM_BAND], SRTM_NODATA,
               tags={**MAP_TAGS["srtm"], "SITE_ID": site.site_id})
-    s2_bands = [S2_BANDS[b] for b in sp.s2_bands]
+    s2_bands = list(S2.select(sp.s2_bands))  # registry order, whatever order params.yaml lists
     formats = {  # sensor -> (gap probability, renderer, bands, nodata, overpass time, tags, scale/offset)
         "s2": (sp.sample.s2_gap_prob, lambda t, rng: _render_s2(surface, t, rng, s2_bands), s2_bands, 0, "10:30:00",
                SENSOR_TAGS["s2"], {"scales": [S2_SCALE] * len(s2_bands), "offsets": [S2_OFFSET] * len(s2_bands)}),

@@ -20,8 +20,9 @@ DVC tracks scenes.csv, so which scenes a fetch used stays on record.
 - Maps: WorldCover and elevation come from sources.sentinel.stac.collections.worldcover / .srtm on the
   same API, every tile under the chip mosaicked, newest item first. Earth Search v1 has
   cop-dem-glo-30 but no esa-worldcover; Planetary Computer has both but signs its asset URLs (see below).
-- Asset keys: ASSET_KEYS maps layout band names to Earth Search v1 asset keys, falling back to the band
-  name itself (Planetary Computer's S2 "B02"...). A band an item lacks is written as nodata, with a
+- Bands, dtypes, nodata, scale/offset and tags come from the modality registry (terrapipe.modalities).
+- Asset keys: each registry band's ``stac_asset`` is its Earth Search v1 asset key, falling back to the
+  band name itself (Planetary Computer's S2 band-named assets). A band an item lacks is written as nodata, with a
   warning: Landsat Collection 2 Level-2 has no B8 (pan), B9 (cirrus) or B11 (second thermal) asset.
 - Failures: HTTP 5xx/429, resets, timeouts and truncated reads are retried with bounded exponential
   backoff (sources.sentinel.stac.retry) around each search and each whole scene read; GDAL's own HTTP
@@ -41,23 +42,8 @@ import numpy as np
 
 from terrapipe.errors import TerrapipeError
 from terrapipe.grid import PIXEL_M, SiteGrid, site_grid
-from terrapipe.sources.sample_imagery import (
-    LANDSAT_BANDS,
-    LANDSAT_OFFSETS,
-    LANDSAT_SCALES,
-    MAP_TAGS,
-    S1_BANDS,
-    S1_NODATA,
-    S2_BANDS,
-    S2_OFFSET,
-    S2_SCALE,
-    SENSOR_TAGS,
-    SRTM_BAND,
-    SRTM_NODATA,
-    WORLDCOVER_BAND,
-    Band,
-    write_tif,
-)
+from terrapipe.modalities import LANDSAT, MAPS, S1, S2, SRTM, WORLDCOVER, Band, modality
+from terrapipe.sources.sample_imagery import write_tif
 from terrapipe.sources.transfer import (
     TRANSIENT_STATUS,
     PermanentError,
@@ -69,17 +55,6 @@ from terrapipe.sources.transfer import (
 
 log = logging.getLogger("terrapipe.sources.sentinel")
 
-# Collections of the static maps, searched on sources.sentinel.stac.api_url (not in params: one choice each).
-MAPS = ("worldcover", "srtm")  # static products, collections in sources.sentinel.stac.collections
-# Layout band -> asset key in Earth Search v1 (and Planetary Computer for Landsat and the maps).
-ASSET_KEYS = {
-    "s2": {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
-           "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B09": "nir09", "B11": "swir16", "B12": "swir22"},
-    "landsat": {"B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir08", "B6": "swir16",
-                "B7": "swir22", "B10": "lwir11"},
-    "worldcover": {"worldcover": "map"},
-    "srtm": {"elevation": "data"},
-}
 OPTICAL = ("s2", "landsat")
 S2_OFFSET_BASELINE, S2_OFFSET_SINCE = 4.0, "2022-01-25"
 READ_WORKERS = 4  # concurrent searches / scene reads: the work is network latency, not CPU
@@ -113,16 +88,10 @@ class Job:
 
 
 def products(s2_bands) -> dict[str, Product]:
-    """The sample layout of every product, the S2 bands as configured (sources.sentinel.s2_bands)."""
-    s2 = tuple(S2_BANDS[b] for b in s2_bands)
-    return {
-        "s2": Product(s2, "uint16", 0, "bilinear", SENSOR_TAGS["s2"], (S2_SCALE,) * len(s2), (S2_OFFSET,) * len(s2)),
-        "s1": Product(tuple(S1_BANDS), "float32", S1_NODATA, "bilinear", SENSOR_TAGS["s1"]),
-        "landsat": Product(tuple(LANDSAT_BANDS), "uint16", 0, "bilinear", SENSOR_TAGS["landsat"],
-                           tuple(LANDSAT_SCALES), tuple(LANDSAT_OFFSETS)),
-        "worldcover": Product((WORLDCOVER_BAND,), "uint8", 0, "nearest", MAP_TAGS["worldcover"]),
-        "srtm": Product((SRTM_BAND,), "int16", SRTM_NODATA, "bilinear", MAP_TAGS["srtm"]),
-    }
+    """Every product's layout from the modality registry, S2 cut to sources.sentinel.s2_bands."""
+    return {m.key: Product(m.bands, m.dtype, m.nodata, "nearest" if m.categorical else "bilinear", dict(m.tags),
+                           m.scales, m.offsets)
+            for m in (S2.subset(s2_bands), S1, LANDSAT, WORLDCOVER, SRTM)}
 
 
 def collection_settings(sentinel) -> dict[str, tuple[str, str]]:
@@ -132,10 +101,15 @@ def collection_settings(sentinel) -> dict[str, tuple[str, str]]:
 
 
 # -- choosing scenes (pure) -----------------------------------------------------------------------
+def asset_key_of(product: str, band: str) -> str:
+    """The Earth Search v1 asset key of ``band`` (the registry's ``Band.stac_asset``), else the band name."""
+    return modality(product).band(band).stac_asset or band
+
+
 def asset_key(item: dict, product: str, band: str) -> str | None:
     """The item's asset holding ``band``: the Earth Search v1 key, else the band name, else None."""
-    for key in (ASSET_KEYS.get(product, {}).get(band), band):
-        if key and key in item["assets"]:
+    for key in (asset_key_of(product, band), band):
+        if key in item["assets"]:
             return key
     return None
 
@@ -174,7 +148,7 @@ def scene_metadata(job: Job, product: Product) -> tuple[dict, tuple | None, tupl
                   else f"{_when(item):%Y-%m-%d}" >= S2_OFFSET_SINCE)
         in_dn = modern and not props.get("earthsearch:boa_offset_applied", False)
         tags.update(PROCESSING_BASELINE=baseline or "unknown", BOA_ADD_OFFSET=-1000 if in_dn else 0)
-        offsets = (S2_OFFSET if in_dn else 0.0,) * len(product.bands)
+        offsets = product.offsets if in_dn else (0.0,) * len(product.bands)
     if job.product == "s1" and item["properties"].get("sar:instrument_mode"):
         tags["MODE"] = item["properties"]["sar:instrument_mode"]
     if job.product not in MAPS:

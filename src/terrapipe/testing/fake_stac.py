@@ -16,7 +16,7 @@ Catalogue rules, so that ``expected`` says which items a correct fetch picks:
 - S2 items rotate through processing baseline 05.10 (DN + 1000), 03.01 (DN) and 05.10 with
   ``earthsearch:boa_offset_applied`` (DN, offset already removed);
 - S1 assets are linear power, every other item in dB with ``raster:bands`` unit "dB";
-- asset keys follow terrapipe.sources.sentinel.ASSET_KEYS (Earth Search v1), else the band name.
+- asset keys are the registry bands' ``stac_asset`` (Earth Search v1, terrapipe.modalities), else the band name.
 
 Endpoints: ``/``, ``/conformance``, ``/collections``, ``/collections/{id}``, ``/search`` (GET and POST:
 collections, bbox, datetime, ``query`` and cql2-json ``filter`` on item properties, limit capped at
@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 
+from terrapipe.modalities import modality
 from terrapipe.testing.servers import FakeHTTPServer, Faults, send_json
 
 MARGIN_PX = 6  # 60 m: the larger chips stay on the 60 m-snapped grid of the real ones
@@ -190,8 +191,7 @@ class FakeSTAC:
                                                            ("srtm", DEM_DEG, "bilinear", DEM_NODATA, "float32")]:
             with rasterio.open(site_dir / f"{product}.tif") as src:
                 values, transform = self._to_lonlat(src, degrees, resampling, nodata, dtype)
-            band = "worldcover" if product == "worldcover" else "elevation"
-            key = self._asset_key(product, band)
+            key = self._asset_key(product, modality(product).bands[0].name)
             half = values.shape[1] // 2
             tiles = {"": (values, transform)} if product == "worldcover" else {
                 "_W": (values[:, :half], transform),
@@ -219,8 +219,8 @@ class FakeSTAC:
         return out, transform
 
     def _asset_key(self, product: str, band: str) -> str:
-        from terrapipe.sources.sentinel import ASSET_KEYS
-        return ASSET_KEYS.get(product, {}).get(band, band)
+        from terrapipe.sources.sentinel import asset_key_of
+        return asset_key_of(product, band)
 
     def _write_cog(self, href: str, values: np.ndarray, crs, transform, nodata) -> None:
         import rasterio
