@@ -33,7 +33,7 @@ def test_climate_follows_latitude_season_and_altitude(world):
     slope = np.polyfit(km, np.log(ratio), 1)[0]
     assert -0.14 < slope < -0.11                                   # about 12% less pressure per km
     assert (c["tp"] >= 0).all() and c["tp"].max() < 0.05           # m/day
-    assert 230 < c["t2m"].min() and c["t2m"].max() < 320
+    assert 225 < c["t2m"].min() and c["t2m"].max() < 320              # Yakutian January: -46 C, as at Verkhoyansk
 
 
 def test_land_cover_follows_climate(world):

@@ -20,7 +20,7 @@ INPUTS_DIR = Path("data/inputs")
 
 @dataclass(frozen=True)
 class Study:
-    aois: pd.DataFrame       # aoi_id, name, west, south, east, north, start_date, end_date
+    aois: pd.DataFrame       # aoi_id, name, west, south, east, north, start_date, end_date[, koppen, dominant_cover]
     sites: pd.DataFrame      # site_id, aoi_id, latitude, longitude, start_date, end_date (selected)
     species: pd.DataFrame    # taxon_id, taxon_name
     deepearth_bbox: tuple[float, float, float, float]  # west, south, east, north
@@ -62,6 +62,23 @@ def _parse_dates(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     return parsed
 
 
+def _check_labels(path: Path, aois: pd.DataFrame) -> None:
+    """The optional ground-truth columns: the place's real Köppen class and dominant WorldCover class."""
+    from terrapipe.sources.koppen import is_koppen_code
+    from terrapipe.sources.world import WORLDCOVER
+
+    checks = {"koppen": (is_koppen_code, "Write the full Köppen-Geiger code of the place, e.g. Af, BSh, Cfb, Dfc, ET"),
+              "dominant_cover": (lambda v: v in WORLDCOVER, f"Use one of the ESA WorldCover names {list(WORLDCOVER)}")}
+    for column, (valid, fix) in checks.items():
+        if column not in aois.columns:
+            continue
+        values = aois[column].astype("string")
+        bad = values.isna() | ~values.fillna("").map(valid).astype(bool)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputDataError(path, f"column '{column}' = {aois[column].iloc[row]!r} on line {row + 2} is not valid", fix)
+
+
 def load_study(inputs_dir: str | Path = INPUTS_DIR, sites_per_aoi: int | None = None) -> Study:
     """Load and validate the study definition; keep the first ``sites_per_aoi`` sites of each AOI."""
     import yaml
@@ -78,6 +95,7 @@ def load_study(inputs_dir: str | Path = INPUTS_DIR, sites_per_aoi: int | None = 
         raise InputDataError(aois_path, "an AOI has south >= north or west >= east", "Give bounds as west < east, south < north")
     if aois["aoi_id"].duplicated().any():
         raise InputDataError(aois_path, f"duplicated aoi_id {aois['aoi_id'][aois['aoi_id'].duplicated()].tolist()}", "Make ids unique")
+    _check_labels(aois_path, aois)
 
     sites = _read_csv(sites_path, {"site_id": "str", "aoi_id": "str", "latitude": "float", "longitude": "float"})
     _check_range(sites_path, sites, "latitude", -90, 90)
@@ -126,33 +144,57 @@ def site_months(start_date: pd.Timestamp, months: int) -> list[pd.Timestamp]:
 
 
 # -- the default study definition (what `terrapipe inputs init` writes) ----------------------------
-DEFAULT_AOIS = [  # aoi_id, name, west, south (1 x 1 degree boxes in contrasting climates)
-    ("central-florida", "Central Florida, USA (DeepEarth area)", -81.9, 28.0),
-    ("sahel-niamey", "Niamey, Niger (semi-arid Sahel)", 1.6, 13.0),
-    ("amazon-manaus", "Manaus, Brazil (humid tropics)", -60.5, -3.6),
-    ("iowa-ames", "Ames, Iowa, USA (continental cropland)", -94.1, 41.5),
-    ("bavaria-munich", "Munich, Germany (temperate)", 11.1, 47.6),
-    ("sonora-hermosillo", "Hermosillo, Mexico (hot desert)", -111.4, 28.6),
-    ("finland-tampere", "Tampere, Finland (boreal)", 23.3, 61.0),
-    ("kenya-nakuru", "Nakuru, Kenya (equatorial highlands, spans the equator)", 35.6, -0.8),
+# 1 x 1 degree boxes around real places spanning the Köppen groups A-E, with each place's real
+# Köppen-Geiger class and dominant ESA WorldCover class (for checking what the sample world makes of
+# them) and a start year: acquisitions span 2017-2024 across AOIs.
+DEFAULT_AOIS = [  # aoi_id, name, west, south, koppen, dominant_cover, start year
+    ("central-florida", "Central Florida, USA (DeepEarth area)", -81.9, 28.0, "Cfa", "tree", 2024),
+    ("amazon-manaus", "Manaus, Brazil (equatorial rainforest)", -60.5, -3.6, "Af", "tree", 2017),
+    ("congo-kisangani", "Kisangani, DR Congo (equatorial rainforest)", 24.7, 0.0, "Af", "tree", 2018),
+    ("kerala-kochi", "Kochi, India (tropical monsoon coast)", 76.2, 9.5, "Am", "tree", 2019),
+    ("india-nagpur", "Nagpur, India (tropical savanna, monsoon)", 78.6, 20.6, "Aw", "crop", 2020),
+    ("thailand-khon-kaen", "Khon Kaen, Thailand (tropical savanna)", 102.3, 15.9, "Aw", "crop", 2021),
+    ("sahel-niamey", "Niamey, Niger (hot semi-arid Sahel)", 1.6, 13.0, "BSh", "grass", 2022),
+    ("sonora-hermosillo", "Hermosillo, Mexico (hot desert)", -111.4, 28.6, "BWh", "shrub", 2023),
+    ("egypt-aswan", "Aswan, Egypt (hot desert)", 32.4, 23.6, "BWh", "bare", 2017),
+    ("spain-zaragoza", "Zaragoza, Spain (cold semi-arid)", -1.4, 41.1, "BSk", "crop", 2018),
+    ("gobi-dalanzadgad", "Dalanzadgad, Mongolia (cold desert)", 103.9, 43.1, "BWk", "bare", 2019),
+    ("spain-seville", "Seville, Spain (hot-summer Mediterranean)", -6.5, 36.9, "Csa", "crop", 2020),
+    ("oregon-portland", "Portland, Oregon, USA (warm-summer Mediterranean)", -123.2, 45.0, "Csb", "tree", 2021),
+    ("pampas-buenos-aires", "Buenos Aires, Argentina (humid subtropical)", -59.8, -35.0, "Cfa", "crop", 2022),
+    ("highveld-johannesburg", "Johannesburg, South Africa (subtropical highland)", 27.5, -26.7, "Cwb", "grass", 2023),
+    ("kenya-nakuru", "Nakuru, Kenya (equatorial highlands, spans the equator)", 35.6, -0.8, "Cfb", "crop", 2017),
+    ("bavaria-munich", "Munich, Germany (oceanic)", 11.1, 47.6, "Cfb", "tree", 2018),
+    ("iowa-ames", "Ames, Iowa, USA (hot-summer continental cropland)", -94.1, 41.5, "Dfa", "crop", 2024),
+    ("china-harbin", "Harbin, China (monsoon continental)", 126.1, 45.2, "Dwa", "crop", 2019),
+    ("russia-moscow", "Moscow, Russia (warm-summer continental)", 37.1, 55.2, "Dfb", "tree", 2020),
+    ("finland-tampere", "Tampere, Finland (boreal)", 23.3, 61.0, "Dfc", "tree", 2024),
+    ("russia-yakutsk", "Yakutsk, Russia (extremely cold subarctic)", 129.2, 61.5, "Dfd", "tree", 2021),
+    ("svalbard-longyearbyen", "Longyearbyen, Svalbard (polar tundra)", 15.1, 77.7, "ET", "bare", 2022),
+    ("alaska-utqiagvik", "Utqiagvik (Barrow), Alaska, USA (polar tundra)", -157.3, 70.5, "ET", "moss", 2023),
+    ("greenland-nuuk", "Nuuk, Greenland (polar tundra coast)", -51.8, 63.8, "ET", "bare", 2018),
+    ("greenland-summit", "Summit, Greenland ice sheet (ice cap)", -39.0, 72.1, "EF", "snow", 2019),
+    ("tibet-nagqu", "Nagqu, Tibet, China (high-plateau tundra)", 91.5, 31.0, "ET", "grass", 2020),
 ]
 DEEPEARTH_BBOX = {"west": -81.934, "south": 28.033, "east": -80.902, "north": 28.978}
 
 
 def write_default_inputs(inputs_dir: str | Path = INPUTS_DIR, sites_per_aoi: int = 50, seed: int = 7) -> None:
-    """Write the default study definition: 8 AOIs x ``sites_per_aoi`` candidate sites, 69 species."""
+    """Write the default study definition: the DEFAULT_AOIS x ``sites_per_aoi`` candidate sites, the species."""
     import yaml
 
     from terrapipe.atomic import atomic_path
+    from terrapipe.sources.streams import rng
 
-    rng = np.random.default_rng(seed)
     aois = pd.DataFrame([{"aoi_id": a, "name": n, "west": w, "south": s, "east": round(w + 1.0, 4),
-                          "north": round(s + 1.0, 4), "start_date": "2024-01-01", "end_date": "2024-12-31"}
-                         for a, n, w, s in DEFAULT_AOIS])
+                          "north": round(s + 1.0, 4), "start_date": f"{year}-01-01", "end_date": f"{year}-12-31",
+                          "koppen": koppen, "dominant_cover": cover}
+                         for a, n, w, s, koppen, cover, year in DEFAULT_AOIS])
     rows = []
     for aoi in aois.itertuples():
-        lats = rng.uniform(aoi.south + 0.05, aoi.north - 0.05, sites_per_aoi)
-        lons = rng.uniform(aoi.west + 0.05, aoi.east - 0.05, sites_per_aoi)
+        draw = rng(seed, "default-sites", aoi.aoi_id)  # one stream per AOI: adding an AOI moves no other site
+        lats = draw.uniform(aoi.south + 0.05, aoi.north - 0.05, sites_per_aoi)
+        lons = draw.uniform(aoi.west + 0.05, aoi.east - 0.05, sites_per_aoi)
         rows += [{"site_id": f"{aoi.aoi_id}-{i:03d}", "aoi_id": aoi.aoi_id, "latitude": round(la, 5),
                   "longitude": round(lo, 5)} for i, (la, lo) in enumerate(zip(lats, lons))]
     species = pd.DataFrame([{"taxon_id": f"sample-{i + 1:04d}", "taxon_name": name, "habitat": habitat}
