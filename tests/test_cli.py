@@ -40,6 +40,6 @@ def test_sources_marks_the_selected_backend(capsys):
 
 
 def test_inputs_writes_a_loadable_study(tmp_path, capsys):
-    from terrapipe.study import load_study
+    from terrapipe.study import DEFAULT_AOIS, load_study
     assert main(["inputs", "--dir", str(tmp_path / "inputs"), "--sites-per-aoi", "3"]) == 0
-    assert len(load_study(tmp_path / "inputs").sites) == 8 * 3
+    assert len(load_study(tmp_path / "inputs").sites) == len(DEFAULT_AOIS) * 3

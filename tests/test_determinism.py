@@ -69,9 +69,6 @@ def test_same_bytes_with_any_blas_kernel(haswell, tmp_path):
                                 generate(tmp_path / "prescott", {"OPENBLAS_CORETYPE": "Prescott"})))
 
 
-@pytest.mark.xfail(reason="until world.py, sample_imagery.py and sample_deepearth.py call streams.exp/cos/sin/"
-                          "log10/exp10/lognormal instead of np.exp & co (numpy's AVX512 exp/log round differently)",
-                   strict=False)
 def test_same_bytes_without_simd_dispatch(haswell, tmp_path):
     """np.exp / np.log / np.log10 / x ** y take AVX512 loops where the CPU has them: generators must not use them."""
     targets = _dispatch_targets()

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from terrapipe.sources import surface
+from terrapipe.sources.landscape import CLASSES, C, land_use, worldcover
 from terrapipe.sources.world import WORLDCOVER, World
 
 
@@ -40,47 +42,70 @@ def test_land_cover_follows_climate(world):
     rng = np.random.default_rng(1)
     lat, lon = rng.uniform(-55, 70, 20000), rng.uniform(-180, 180, 20000)
     normals = world.climate_normals(lat, lon)
-    cover = world.land_cover(lat, lon, normals)
-    arid = normals["precip_mm"] < 0.5 * np.maximum(20 * normals["t_mean"] + 140, 100)
-    assert (cover[arid & (normals["t_mean"] > 0)] == WORLDCOVER["bare"]).mean() > 0.5
+    cover = world.land_cover(lat, lon)
+    arid = normals["precip_mm"] < 0.35 * np.maximum(20 * normals["t_mean"] + 140, 100)
+    dry_share = np.isin(cover[arid & (normals["t_mean"] > 0)], [WORLDCOVER["bare"], WORLDCOVER["shrub"]]).mean()
     humid_warm = (normals["precip_mm"] > 2 * (20 * normals["t_mean"] + 140)) & (normals["t_mean"] > 15)
-    assert np.isin(cover[humid_warm], [WORLDCOVER["tree"], WORLDCOVER["crop"], WORLDCOVER["grass"]]).mean() > 0.7
+    green_share = np.isin(cover[humid_warm], [WORLDCOVER[k] for k in ("tree", "crop", "grass")]).mean()
+    cold = normals["t_warm"] < 8
+    tundra_share = np.isin(cover[cold], [WORLDCOVER[k] for k in ("moss", "snow", "bare", "grass", "water")]).mean()
+    print(f"\narid -> bare/shrub {dry_share:.2f}; humid warm -> tree/crop/grass {green_share:.2f}; "
+          f"cold summers -> tundra/ice {tundra_share:.2f}")
+    assert dry_share > 0.6 and green_share > 0.7 and tundra_share > 0.8
     assert set(np.unique(cover)) <= set(WORLDCOVER.values())
 
 
-def test_reflectance_and_backscatter_follow_cover_and_greenness():
+def test_reflectance_and_backscatter_follow_land_use_and_greenness():
     rng = np.random.default_rng(2)
-    cover = np.array([[WORLDCOVER["tree"], WORLDCOVER["bare"], WORLDCOVER["water"], WORLDCOVER["crop"]]])
-    green = np.ones((1,) + cover.shape)
-    refl = World.s2_reflectance(cover, green, rng)
-    ndvi = (refl["B08"] - refl["B04"]) / (refl["B08"] + refl["B04"])
-    assert ndvi[0, 0, 0] > 0.7 and ndvi[0, 0, 3] > 0.7 and ndvi[0, 0, 1] < 0.3 and ndvi[0, 0, 2] < 0
-    dry = World.s2_reflectance(cover, np.zeros_like(green), rng)
-    assert dry["B08"][0, 0, 3] < refl["B08"][0, 0, 3]              # crops brown out off-season
-    sar = World.s1_backscatter(np.repeat(cover, 200, axis=0), np.ones((1, 200, 4)), rng)
-    vv = sar["vv"][0].mean(axis=0)
+    codes = np.array([[C["broadleaf_forest"], C["bare_soil"], C["lake"], C["maize"]]])
+    green = np.ones((1,) + codes.shape)
+    flat = np.ones(codes.shape)
+    refl = surface.reflectance(codes, green, flat * 0.5, flat, np.array([7]), np.zeros(1), rng)[0]  # (10, 1, 4)
+    band = {b: refl[i] for i, b in enumerate(surface.REFLECTANCE_BANDS)}
+    ndvi = (band["B08"] - band["B04"]) / (band["B08"] + band["B04"])
+    assert ndvi[0, 0] > 0.7 and ndvi[0, 3] > 0.7 and ndvi[0, 1] < 0.3 and ndvi[0, 2] < 0
+    dry = surface.reflectance(codes, np.zeros_like(green), flat * 0.5, flat, np.array([1]), np.zeros(1), rng)[0]
+    assert dry[surface.REFLECTANCE_BANDS.index("B08"), 0, 3] < band["B08"][0, 3]   # crops brown out off-season
+    sar = surface.backscatter(np.repeat(codes, 200, axis=0), np.ones((1, 200, 4)), np.zeros((200, 4)),
+                              np.array([5.0]), rng)[0]                              # (2, 200, 4)
+    vv, vh = sar[0].mean(axis=0), sar[1].mean(axis=0)
     assert vv[2] < -15 and vv[0] > -10                             # calm water dark, forest bright
-    assert (sar["vh"][0].mean(axis=0) < vv).all()
+    assert (vh < vv).all()
+
+
+def test_pairs_differ_only_beyond_the_10m_bands():
+    """Seed 001's ingredient: grass/shrub, broadleaf/conifer, maize/soybean share B02-B04, B08."""
+    ten = [surface.REFLECTANCE_BANDS.index(b) for b in ("B02", "B03", "B04", "B08")]
+    rest = [i for i in range(len(surface.REFLECTANCE_BANDS)) if i not in ten]
+    for a, b in (("grassland", "shrubland"), ("broadleaf_forest", "conifer_forest"), ("maize", "soybean"),
+                 ("winter_wheat", "winter_barley")):
+        ga, gb = surface.GREEN[C[a]], surface.GREEN[C[b]]
+        assert np.abs(ga[ten] - gb[ten]).max() <= 0.006, (a, b)
+        assert np.abs(ga[rest] - gb[rest]).max() >= 0.03, (a, b)
 
 
 def test_greenness_follows_the_growing_season(world):
     climate = world.monthly_climate([48.0], [11.5], 2024, np.arange(1, 13))
-    site = {k: v[0] for k, v in climate.items()}
-    cover = np.array([WORLDCOVER["grass"], WORLDCOVER["tree"], WORLDCOVER["bare"]])
-    g = world.greenness(cover, site, np.zeros(3, int))
+    potential = surface.growing_potential(climate["t2m"][0], climate["tp"][0])
+    codes = np.array([C["grassland"], C["conifer_forest"], C["bare_soil"], C["winter_wheat"], C["maize"]])
+    g = surface.greenness(codes, np.arange(1, 13), potential, np.zeros(5), t_cold_c=-2.0)
     assert g[6, 0] > g[0, 0] + 0.3                                  # grass greens up in summer
-    assert g[:, 1].min() >= 0.55 and (g[:, 2] == 0).all()           # evergreen floor; bare never green
+    assert g[:, 1].min() >= 0.75 and (g[:, 2] == 0).all()           # evergreen floor; bare never green
+    assert np.argmax(g[:, 3]) < np.argmax(g[:, 4])                  # winter wheat peaks before maize
 
 
-def test_alphaearth_embeddings_are_smooth_unit_vectors_shaped_by_cover(world):
-    rng = np.random.default_rng(3)
-    lat, lon = rng.uniform(-50, 60, 500), rng.uniform(-180, 180, 500)
-    year = np.full(500, 2020)
-    grass = np.full(500, WORLDCOVER["grass"])
-    base = world.alphaearth_embedding(lat, lon, grass, year)
-    assert np.allclose(np.linalg.norm(base, axis=1), 1.0, atol=1e-6)
-    near = world.alphaearth_embedding(lat + 0.001, lon, grass, year)      # ~100 m away
-    far = base[rng.permutation(500)]
-    assert (base * near).sum(1).mean() > 0.95 > (base * far).sum(1).mean()
-    trees = world.alphaearth_embedding(lat, lon, np.full(500, WORLDCOVER["tree"]), year)
-    assert (base * trees).sum(1).mean() < 0.95                            # cover moves the embedding
+def test_land_use_patterns_and_change(world):
+    """Fields have margins, roads and rivers are thin, towns grow and forests are cleared over the years."""
+    rng = np.random.default_rng(4)
+    lat, lon = rng.uniform(-40, 65, 30000), rng.uniform(-120, 140, 30000)
+    early, late = land_use(world, lat, lon, 2017), land_use(world, lat, lon, 2024)
+    built = [c.code for c in CLASSES if c.group == "built"]
+    assert np.isin(late, built).mean() > np.isin(early, built).mean()
+    forest = [C["broadleaf_forest"], C["conifer_forest"]]
+    assert np.isin(late, forest).mean() < np.isin(early, forest).mean()
+    crops = [c.code for c in CLASSES if c.group == "crop"]
+    rotated = np.isin(early, crops) & np.isin(late, crops) & (early != late)
+    changed = (worldcover(early) != worldcover(late)).mean()
+    print(f"\nWorldCover changed 2017 -> 2024 at {changed:.1%} of points; crops rotated at {rotated.mean():.1%}")
+    assert 0.01 < changed < 0.2 and rotated.mean() > 0.02
+    assert set(np.unique(late)) <= {c.code for c in CLASSES}

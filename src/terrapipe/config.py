@@ -33,7 +33,7 @@ def _unique(values: list) -> list:
 
 class StudyParams(_Section):
     """How much of the study definition in data/inputs/ to use."""
-    sites_per_aoi: int = Field(4, ge=1, le=1000)
+    sites_per_aoi: int = Field(12, ge=1, le=1000)
     months: int = Field(12, ge=1, le=12, description="monthly timesteps from each AOI's start date (OlmoEarth: 12)")
 
 
@@ -94,7 +94,7 @@ class SentinelParams(_Section):
     sensors: list[Sensor] = Field(default_factory=lambda: list(SENSORS), min_length=1)
     # any subset of S2 L2A bands in any order: files and the store keep the registry's order
     s2_bands: list[S2Band] = Field(default_factory=lambda: list(S2.band_order), min_length=1)
-    chip_size: int = Field(64, ge=8, le=2048, description="pixels per side on the 10 m grid")
+    chip_size: int = Field(32, ge=8, le=2048, description="pixels per side on the 10 m grid")
     sample: SentinelSampleParams = SentinelSampleParams()
     stac: SentinelStacParams = SentinelStacParams()
 
@@ -125,7 +125,7 @@ class AlphaEarthParams(_Section):
 
 
 class DeepEarthSampleParams(_Section):
-    n_observations: int = Field(2000, ge=10)
+    n_observations: int = Field(8000, ge=10)
     first_year: int = Field(2010, ge=1900, le=2100)
     last_year: int = Field(2025, ge=1900, le=2100)
     vision_fraction: float = Field(0.6, ge=0.0, le=1.0)
@@ -191,7 +191,8 @@ class DeepEarthSplitParams(SplitParams):
 class SplitsParams(_Section):
     sites: SplitParams = SplitParams(num_regions=3, region_size_km=10.0, min_distance_km=50.0)
     deepearth: DeepEarthSplitParams = DeepEarthSplitParams(test_years=[2025])
-    alphaearth: SplitParams = SplitParams(num_regions=5, region_size_km=50.0, min_distance_km=200.0)
+    alphaearth: SplitParams = SplitParams(test_years=[2024], num_regions=5, region_size_km=50.0,
+                                         min_distance_km=200.0)
 
 
 class Params(_Section):

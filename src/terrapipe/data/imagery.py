@@ -6,7 +6,10 @@ contiguous read per modality (OlmoEarth's per-sample shapes):
     s2.npy, s1.npy, landsat.npy   float32 [N, H, W, T, C]  normalized, missing = -99999
     worldcover.npy, srtm.npy      float32 [N, H, W, 1, 1]  normalized
     worldcover_class.npy          uint8   [N, H, W]        ESA class codes (labels for later tasks)
-    timestamps.npy                int32   [N, T, 3]        (day, month, year) of each timestep
+    land_use_class.npy            uint8   [N, H, W]        land-use class codes, where the raw data has them
+                                                           (the sample world's ground truth, land_use.tif)
+    timestamps.npy                int32   [N, T, 3]        (day, month, year) of each timestep: the day of
+                                                           the S2 (else Landsat, else S1) acquisition, else 15
     sites.parquet                 row, site_id, aoi_id, split, epsg, x0, y0, latitude, longitude
     stats.json                    per-band mean/std/count from TRAIN sites only, with units
     store.json                    manifest: files, shapes, OlmoEarth names, bands and band sets
@@ -30,6 +33,7 @@ from terrapipe.data.arrays import NpyRows
 from terrapipe.data.normalize import MISSING_VALUE, RunningStats, normalize, stats_to_json
 from terrapipe.errors import InputDataError
 from terrapipe.modalities import Modality, store_modalities
+from terrapipe.sources.landscape import LAND_USE_FILE
 
 log = logging.getLogger("terrapipe.imagery")
 
@@ -66,6 +70,34 @@ def read_chip(path: Path, modality: Modality, size: int) -> np.ndarray:
     data = (data * scales + offsets) * modality.unit_scale
     data[missing_px] = MISSING_VALUE
     return data
+
+
+def read_labels(path: Path, size: int) -> np.ndarray:
+    """A single-band class raster (uint8 (H, W)), refused if it is not on the chip grid."""
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    fix = "Re-fetch it: `dvc repro -f fetch_sentinel`"
+    try:
+        with rasterio.open(path) as src:
+            if (src.height, src.width) != (size, size) or src.count != 1:
+                raise InputDataError(path, f"is {src.count} x {src.height}x{src.width}, expected 1 x {size}x{size}", fix)
+            return src.read(1).astype(np.uint8)
+    except RasterioError as exc:
+        raise InputDataError(path, f"is not a readable GeoTIFF ({exc})", fix) from None
+
+
+DAY_SOURCES = ("s2", "landsat", "s1")  # whose acquisition day a timestep carries, in order of preference
+MID_MONTH = 15
+
+
+def acquisition_days(months: list, by_site_sensor: dict, site_id: str) -> list[tuple[int, int, int]]:
+    """(day, month, year) per timestep: the day a sensor really looked, else mid-month."""
+    days = {}
+    for sensor in reversed(DAY_SOURCES):  # preferred sensors overwrite
+        for scene in by_site_sensor.get((site_id, sensor), []):
+            days[(scene.date.year, scene.date.month)] = scene.date.day
+    return [(days.get((m.year, m.month), MID_MONTH), m.month, m.year) for m in months]
 
 
 def site_sample(raw_dir: Path, site_id: str, modality: Modality, scenes, months: list, size: int) -> np.ndarray:
@@ -122,11 +154,15 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
         arrays[mod.key] = NpyRows(out_dir / f"{mod.key}.npy", np.float32, (n, chip_size, chip_size, t, len(mod.bands)))
         stats[mod.key] = RunningStats(len(mod.bands))
     classes = NpyRows(out_dir / "worldcover_class.npy", np.uint8, (n, chip_size, chip_size))
+    with_land_use = all((raw_dir / site_id / LAND_USE_FILE).exists() for site_id in sites["site_id"])
+    land_use = NpyRows(out_dir / "land_use_class.npy", np.uint8, (n, chip_size, chip_size)) if with_land_use else None
     timestamps = np.zeros((n, months, 3), np.int32)
     rows = []
     for i, site in enumerate(tqdm(list(sites.itertuples(index=False)), desc="normalize_sentinel", unit="site", mininterval=2)):
         site_month_list = site_months(site.start_date, months)
-        timestamps[i] = [(1, m.month, m.year) for m in site_month_list]
+        timestamps[i] = acquisition_days(site_month_list, by_site_sensor, site.site_id)
+        if land_use is not None:
+            land_use[i] = read_labels(raw_dir / site.site_id / LAND_USE_FILE, chip_size)
         is_train = split_of[site.site_id] == "train"
         for mod in mods:
             sample = site_sample(raw_dir, site.site_id, mod, by_site_sensor.get((site.site_id, mod.key), []),
@@ -157,6 +193,8 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
             arr[i] = sample
         arr.close()
     classes.close()
+    if land_use is not None:
+        land_use.close()
     np.save(out_dir / "timestamps.npy", timestamps)
     pd.DataFrame(rows).to_parquet(out_dir / "sites.parquet", index=False)
     document = {mod.key: stats_to_json(mod.band_order, results[mod.key], units=mod.units,

@@ -193,3 +193,17 @@ def lognormal(rng: np.random.Generator, mean=0.0, sigma=1.0, size=None) -> np.nd
     """``rng.lognormal(mean, sigma, size)`` with the same draws from ``rng`` but a CPU-independent exp
     (numpy's lognormal calls libm's exp, which differs between CPUs)."""
     return exp(mean + sigma * rng.standard_normal(size))
+
+
+def tanh(x) -> np.ndarray:
+    """``np.tanh`` from the CPU-independent ``exp`` (absolute error ~1e-16)."""
+    x = _float_array(x)
+    e = exp(-2.0 * np.abs(x))
+    return np.sign(x) * (1.0 - e) / (1.0 + e)
+
+
+def logaddexp(a, b) -> np.ndarray:
+    """``np.logaddexp`` (log(exp(a) + exp(b))) from the CPU-independent ``exp`` and ``log``."""
+    a, b = _float_array(a), _float_array(b)
+    top = np.maximum(a, b)
+    return top + log(1.0 + exp(-np.abs(a - b)))

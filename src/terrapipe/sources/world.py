@@ -5,9 +5,12 @@ queries of the same place (an ERA5 grid cell, a 10 m pixel, an AlphaEarth point)
 scale and without seams. The causal chain is the one experiments should be able to recover:
 
     terrain + latitude + a prior of real climate regions -> monthly climate (ERA5 variables, real units)
-    climate normals + local noise -> land cover (ESA WorldCover codes)
-    climate of the month + cover -> greenness (phenology) -> reflectance / backscatter
-    place + cover + year -> AlphaEarth-like 64-D unit embedding
+    climate normals + local noise + year -> land use -> WorldCover      (landscape.py)
+    climate of the month + land use -> greenness -> reflectance, backscatter, surface temperature
+                                                                        (surface.py, chips.py)
+    place + land use of the year -> AlphaEarth-like 64-D unit embedding (sample_alphaearth.py)
+
+Transcendental functions come from terrapipe.sources.streams (the same bits on every CPU).
 
 Typical values follow reference/earth-observation-facts.md.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from terrapipe.sources import koppen
+from terrapipe.sources import streams as det
 from terrapipe.sources.streams import matmul
 
 EARTH_RADIUS_M = 6_371_000.0
@@ -23,33 +27,11 @@ WORLDCOVER = {"tree": 10, "shrub": 20, "grass": 30, "crop": 40, "built": 50, "ba
               "snow": 70, "water": 80, "wetland": 90, "moss": 100}
 COVER_CODES = np.array(sorted(WORLDCOVER.values()))
 
-# Surface reflectance (fraction) per cover for S2 bands B02 B03 B04 B05 B06 B07 B08 B8A B11 B12.
-_SPECTRA_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-_SPECTRA = {
-    "water":   (0.05, 0.04, 0.02, 0.015, 0.01, 0.008, 0.005, 0.005, 0.002, 0.001),
-    "green":   (0.04, 0.08, 0.04, 0.12, 0.30, 0.38, 0.40, 0.40, 0.22, 0.12),   # green crops
-    "trees":   (0.025, 0.05, 0.025, 0.08, 0.25, 0.30, 0.32, 0.32, 0.15, 0.07),
-    "grass":   (0.04, 0.07, 0.05, 0.11, 0.22, 0.27, 0.29, 0.29, 0.25, 0.14),
-    "shrub":   (0.06, 0.09, 0.10, 0.14, 0.20, 0.23, 0.25, 0.25, 0.30, 0.22),
-    "bare":    (0.12, 0.16, 0.21, 0.24, 0.26, 0.28, 0.30, 0.30, 0.38, 0.33),
-    "built":   (0.09, 0.10, 0.11, 0.13, 0.15, 0.16, 0.17, 0.17, 0.20, 0.18),
-    "snow":    (0.85, 0.85, 0.83, 0.80, 0.78, 0.76, 0.74, 0.74, 0.10, 0.05),
-}
-# (dry / senescent spectrum, green spectrum) per vegetated cover: reflectance = mix by greenness.
-_VEG_ENDMEMBERS = {"tree": ("trees", "trees"), "crop": ("bare", "green"), "grass": ("shrub", "grass"),
-                   "shrub": ("bare", "shrub"), "wetland": ("water", "grass"), "moss": ("bare", "grass")}
-# Sentinel-1 backscatter (dB) per cover at full greenness: (VV, VH).
-_S1_DB = {"water": (-22.0, -30.0), "tree": (-7.0, -13.0), "crop": (-10.0, -17.0), "grass": (-10.0, -18.0),
-          "shrub": (-11.0, -19.0), "bare": (-12.0, -20.0), "built": (2.0, -8.0), "snow": (-15.0, -24.0),
-          "wetland": (-13.0, -20.0), "moss": (-12.0, -20.0)}
-_CODE_TO_NAME = {code: name for name, code in WORLDCOVER.items()}
-
-
 def lonlat_to_xyz(lat, lon) -> np.ndarray:
     """Points on the sphere in metres, shape (..., 3): the coordinates every noise field is a function of."""
     lat_r, lon_r = np.radians(np.asarray(lat, float)), np.radians(np.asarray(lon, float))
-    cos_lat = np.cos(lat_r)
-    return EARTH_RADIUS_M * np.stack([cos_lat * np.cos(lon_r), cos_lat * np.sin(lon_r), np.sin(lat_r)], axis=-1)
+    cos_lat = det.cos(lat_r)
+    return EARTH_RADIUS_M * np.stack([cos_lat * det.cos(lon_r), cos_lat * det.sin(lon_r), det.sin(lat_r)], axis=-1)
 
 
 # -- climate prior -----------------------------------------------------------------------------------
@@ -132,8 +114,8 @@ def _region_mean(weight: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _mean_over_year(rain_season: np.ndarray) -> np.ndarray:
     """Mean over the twelve months of exp(rain_season * season): keeps the yearly rain total."""
-    cycle = np.cos(2 * np.pi * np.arange(12) / 12.0)
-    return np.exp(rain_season[..., None] * cycle).mean(-1)
+    cycle = det.cos(2 * np.pi * np.arange(12) / 12.0)
+    return det.exp(rain_season[..., None] * cycle).mean(-1)
 
 
 class World:
@@ -155,7 +137,7 @@ class World:
             directions /= np.linalg.norm(directions, axis=1, keepdims=True)
             phases = rng.uniform(0, 2 * np.pi, waves_per_octave)
             k = 2 * np.pi / wavelength
-            total += weight * np.cos(k * matmul(xyz, directions.T) + phases).sum(axis=-1)
+            total += weight * det.cos(k * matmul(xyz, directions.T) + phases).sum(axis=-1)
         return total / np.sqrt(waves_per_octave * (weights ** 2).sum() / 2)
 
     # -- terrain ----------------------------------------------------------------------------------
@@ -163,7 +145,7 @@ class World:
         """Terrain height in metres: noise relief (median ~270 m), pulled to the real height of the prior's regions."""
         xyz = lonlat_to_xyz(lat, lon)
         n = self.noise("elevation", xyz, [4e6, 1.2e6, 3e5, 6e4, 1e4, 2e3], [1.0, 0.6, 0.4, 0.2, 0.08, 0.03])
-        free = 300.0 * np.exp(0.8 * n) - 50.0
+        free = 300.0 * det.exp(0.8 * n) - 50.0
         strength, height = _region_mean(_region_weights(xyz), "elev")
         local = height + (60.0 + 0.1 * height) * self.noise("relief", xyz, [6e4, 2e4, 6e3, 2e3])  # hillier highlands
         return np.clip((1.0 - strength) * free + strength * local, -50.0, 6000.0)
@@ -183,7 +165,7 @@ class World:
         elev = self.elevation(lat, lon)[:, None]
         alat = np.abs(lat)[:, None]
         hemi = np.where(lat >= 0, 1.0, -1.0)[:, None]
-        season = np.cos(2 * np.pi * (months[None, :] - 7.0) / 12.0) * hemi  # +1 in local summer
+        season = det.cos(2 * np.pi * (months[None, :] - 7.0) / 12.0) * hemi  # +1 in local summer
         weight = _region_weights(xyz)
         prior = {k: np.prod(_region_mean(weight, k), axis=0)[:, None] for k in ("dt", "amp", "wet", "rain_season")}
 
@@ -191,44 +173,44 @@ class World:
         t_anom = self.noise("t-anom", xyz, [3e6, 8e5, 1.5e5])[:, None]
         t_year = 0.6 * self.noise("t-year", xyz, [3e6], extra=year)[:, None] + 0.02 * (year - 2000)
         t_annual = t_sea + prior["dt"] - LAPSE_K_PER_M * elev + t_anom + t_year
-        continental = np.exp(0.12 * self.noise("continental", xyz, [3e6, 1e6])[:, None])
+        continental = det.exp(0.12 * self.noise("continental", xyz, [3e6, 1e6])[:, None])
         amplitude = np.maximum((0.5 + 0.2 * alat) * continental + prior["amp"], 0.3)  # half the yearly range
         t2m = t_annual + amplitude * season
 
-        precip_year = (250.0 + 1750.0 * np.exp(-(alat / 10.0) ** 2)                 # zonal rain belts [mm/yr]
-                       + 500.0 * np.exp(-((alat - 45.0) / 18.0) ** 2))
+        precip_year = (250.0 + 1750.0 * det.exp(-(alat / 10.0) ** 2)                 # zonal rain belts [mm/yr]
+                       + 500.0 * det.exp(-((alat - 45.0) / 18.0) ** 2))
         wet = 0.4 * self.noise("wetness", xyz, [2.5e6, 6e5, 1.5e5, 4e4, 1.5e4], [1.0, 0.8, 0.6, 1.0, 0.6])[:, None]
-        precip_year = precip_year * np.exp(prior["wet"] + wet)
-        rain_season = (1.6 * np.exp(-((alat - 14.0) / 7.0) ** 2) + 0.3 + prior["rain_season"]
+        precip_year = precip_year * det.exp(prior["wet"] + wet)
+        rain_season = (1.6 * det.exp(-((alat - 14.0) / 7.0) ** 2) + 0.3 + prior["rain_season"]
                        + 0.2 * self.noise("rain-season", xyz, [1e6, 1e5])[:, None])
-        peak = 2.2 * np.tanh(rain_season / 2.2)  # the wettest month holds at most ~3x the monthly mean
-        shape = np.exp(peak * season) / _mean_over_year(peak)
+        peak = 2.2 * det.tanh(rain_season / 2.2)  # the wettest month holds at most ~3x the monthly mean
+        shape = det.exp(peak * season) / _mean_over_year(peak)
         month_noise = np.stack([self.noise("tp-month", xyz, [1e6], extra=year * 12 + int(m)) for m in months], axis=1)
         phase = 2 * np.pi * months[None, :] / 12.0  # local storms shift the season of rain between nearby cells
-        month_noise = month_noise + 0.6 * (self.noise("tp-local-a", xyz, [5e4], extra=year)[:, None] * np.cos(phase)
-                                           + self.noise("tp-local-b", xyz, [5e4], extra=year)[:, None] * np.sin(phase))
-        raw_mm_day = precip_year / 365.25 * shape * np.exp(0.28 * month_noise - 0.05)
-        rain_mm_day = -5.0 * np.logaddexp(-raw_mm_day / 5.0, -45.0 / 5.0)  # soft ceiling: no monthly mean > 45 mm/day
+        month_noise = month_noise + 0.6 * (self.noise("tp-local-a", xyz, [5e4], extra=year)[:, None] * det.cos(phase)
+                                           + self.noise("tp-local-b", xyz, [5e4], extra=year)[:, None] * det.sin(phase))
+        raw_mm_day = precip_year / 365.25 * shape * det.exp(0.28 * month_noise - 0.05)
+        rain_mm_day = -5.0 * det.logaddexp(-raw_mm_day / 5.0, -45.0 / 5.0)  # soft ceiling: no monthly mean > 45 mm/day
         tp = rain_mm_day / 1000.0
 
         # dry air (large dew-point depression) where it rarely rains and it is warm enough to evaporate;
         # a soft ceiling keeps monthly dew points below ~298 K, as over real land
-        warmth = 1.0 / (1.0 + np.exp(-(t2m - 273.15) / 8.0))
-        d2m = -3.0 * np.logaddexp(-(t2m - 1.5 - 16.0 * np.exp(-rain_mm_day / 2.5) * warmth) / 3.0, -298.0 / 3.0)
+        warmth = 1.0 / (1.0 + det.exp(-(t2m - 273.15) / 8.0))
+        d2m = -3.0 * det.logaddexp(-(t2m - 1.5 - 16.0 * det.exp(-rain_mm_day / 2.5) * warmth) / 3.0, -298.0 / 3.0)
 
-        sp = (101325.0 * np.exp(-elev / SCALE_HEIGHT_M) + 300.0 * season
+        sp = (101325.0 * det.exp(-elev / SCALE_HEIGHT_M) + 300.0 * season
               + 150.0 * self.noise("sp", xyz, [2e6])[:, None])
 
         # trades, westerlies and polar easterlies; monsoons turn the wind onshore (westerly, poleward)
         # in summer; local terrain (5-15 km) makes neighbouring ERA5-Land cells differ
         lat2 = lat[:, None]
         monsoon = 1.5 * np.maximum(rain_season - 1.0, 0.0) * season
-        u10 = (-4.0 * np.exp(-(lat2 / 15.0) ** 2) + 5.0 * np.exp(-((alat - 45.0) / 10.0) ** 2)
-               - 2.0 * np.exp(-((alat - 75.0) / 8.0) ** 2) + 1.0 * self.noise("u10", xyz, [1.5e6, 4e5])[:, None]
+        u10 = (-4.0 * det.exp(-(lat2 / 15.0) ** 2) + 5.0 * det.exp(-((alat - 45.0) / 10.0) ** 2)
+               - 2.0 * det.exp(-((alat - 75.0) / 8.0) ** 2) + 1.0 * self.noise("u10", xyz, [1.5e6, 4e5])[:, None]
                + 1.5 * self.noise("u10-local", xyz, [5e4, 1.5e4])[:, None] + 0.5 * season + monsoon)
-        v10 = (-np.sign(lat2) * 1.5 * np.exp(-(lat2 / 15.0) ** 2) + 0.8 * self.noise("v10", xyz, [1.5e6, 4e5])[:, None]
+        v10 = (-np.sign(lat2) * 1.5 * det.exp(-(lat2 / 15.0) ** 2) + 0.8 * self.noise("v10", xyz, [1.5e6, 4e5])[:, None]
                + 0.8 * self.noise("v10-local", xyz, [5e4, 1.5e4])[:, None]
-               + 0.3 * np.sin(2 * np.pi * months[None, :] / 12.0) + monsoon * hemi)
+               + 0.3 * det.sin(2 * np.pi * months[None, :] / 12.0) + monsoon * hemi)
         return {"t2m": t2m, "d2m": d2m, "sp": sp, "u10": u10, "v10": v10, "tp": tp}
 
     def climate_normals(self, lat, lon, year: int = 2020) -> dict[str, np.ndarray]:
@@ -247,105 +229,8 @@ class World:
                 "aridity": precip / np.maximum(koppen.arid_threshold(t_c, p_month), 50.0)}
 
     # -- land cover -------------------------------------------------------------------------------
-    def land_cover(self, lat, lon, normals: dict | None = None) -> np.ndarray:
-        """ESA WorldCover class code at points (10 m scale detail from local noise fields)."""
-        lat = np.atleast_1d(np.asarray(lat, float))
-        lon = np.atleast_1d(np.asarray(lon, float))
-        normals = normals or self.climate_normals(lat, lon)
-        xyz = lonlat_to_xyz(lat, lon)
-        elev = self.elevation(lat, lon)
-        water = self.noise("water", xyz, [5e3, 1.5e3, 4e2], [1.0, 0.7, 0.4])
-        urban = self.noise("urban", xyz, [2e4, 4e3, 1e3], [1.0, 0.8, 0.5])
-        mosaic = self.noise("mosaic", xyz, [3e3, 8e2, 2.5e2], [1.0, 0.7, 0.4])
+    def land_cover(self, lat, lon, year: int | None = None) -> np.ndarray:
+        """ESA WorldCover class code at points in ``year``: the land use beneath it decides (landscape.py)."""
+        from terrapipe.sources.landscape import REFERENCE_YEAR, land_use, worldcover
 
-        t_mean, precip = normals["t_mean"], normals["precip_mm"]
-        arid_threshold = np.maximum(20.0 * t_mean + 140.0, 100.0)  # Koppen B boundary (mm/yr)
-        humidity = precip / arid_threshold
-        cover = np.full(lat.shape, WORLDCOVER["grass"])
-        humid = humidity >= 1.0
-        cover = np.where(humid & (mosaic > 0.3), WORLDCOVER["tree"], cover)
-        cover = np.where(humid & (mosaic < -0.6) & (t_mean > 5), WORLDCOVER["crop"], cover)
-        semi = (humidity >= 0.5) & ~humid
-        cover = np.where(semi & (mosaic > 0.2), WORLDCOVER["shrub"], cover)
-        cover = np.where(semi & (mosaic < -0.8), WORLDCOVER["crop"], cover)
-        cover = np.where(humidity < 0.5, np.where(mosaic > 0.8, WORLDCOVER["shrub"], WORLDCOVER["bare"]), cover)
-        cover = np.where(t_mean < -4, np.where(mosaic > 0, WORLDCOVER["moss"], WORLDCOVER["grass"]), cover)
-        cover = np.where(normals["t_warm"] < 2, WORLDCOVER["snow"], cover)
-        cover = np.where((water > 1.0) & (water <= 1.5) & (elev < 300) & (humidity >= 0.8), WORLDCOVER["wetland"], cover)
-        cover = np.where(water > 1.5, WORLDCOVER["water"], cover)
-        cover = np.where((urban > 1.9) & (cover != WORLDCOVER["water"]), WORLDCOVER["built"], cover)
-        return cover.astype(np.uint8)
-
-    # -- phenology and sensors ---------------------------------------------------------------------
-    def greenness(self, cover: np.ndarray, climate: dict[str, np.ndarray], crop_phase: np.ndarray) -> np.ndarray:
-        """Vegetation greenness in [0, 1], shape (M, *cover.shape), driven by the months' climate.
-
-        ``climate`` holds one site's monthly series (M,); ``crop_phase`` (like ``cover``) shifts the
-        crop calendar per field so that crop types differ in their time series.
-        """
-        t_c = climate["t2m"] - 273.15
-        rain = climate["tp"] * 1000.0
-        potential = 1 / (1 + np.exp(-(t_c - 6.0) / 3.0)) * 1 / (1 + np.exp(-(rain - 0.8) / 0.4))  # (M,)
-        lagged = 0.6 * potential + 0.4 * np.roll(potential, 1)
-        m = len(t_c)
-        g = np.broadcast_to(lagged[:, None], (m, cover.size)).copy()
-        flat = cover.ravel()
-        g[:, flat == WORLDCOVER["tree"]] = 0.55 + 0.45 * lagged[:, None]
-        crops = flat == WORLDCOVER["crop"]
-        if crops.any():
-            peak = np.argmax(lagged) + crop_phase.ravel()[crops]               # per field
-            dist = np.abs(((np.arange(m)[:, None] - peak[None, :]) + m / 2) % m - m / 2)
-            g[:, crops] = np.exp(-(dist / 1.5) ** 2) * (0.3 + 0.7 * lagged.max())
-        g[:, np.isin(flat, [WORLDCOVER[k] for k in ("water", "built", "bare", "snow")])] = 0.0
-        return g.reshape((m,) + cover.shape)
-
-    @staticmethod
-    def s2_reflectance(cover: np.ndarray, greenness: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Surface reflectance per S2 L2A band, each (M, *cover.shape), with 3% multiplicative noise."""
-        m = greenness.shape[0]
-        refl = np.zeros((len(_SPECTRA_BANDS), m) + cover.shape)
-        for code in np.unique(cover):
-            name = _CODE_TO_NAME[int(code)]
-            where = cover == code
-            if name in _VEG_ENDMEMBERS:
-                dry, green = (np.array(_SPECTRA[e])[:, None, None] for e in _VEG_ENDMEMBERS[name])
-                g = greenness[:, where][None]
-                refl[:, :, where] = dry * (1 - g) + green * g
-            else:
-                spectrum = _SPECTRA["water" if name == "water" else "bare" if name == "bare" else name]
-                refl[:, :, where] = np.array(spectrum)[:, None, None]
-        refl *= rng.lognormal(0.0, 0.03, refl.shape)
-        bands = dict(zip(_SPECTRA_BANDS, refl))
-        bands["B01"] = bands["B02"] * 1.1 + 0.01
-        bands["B09"] = np.clip(0.3 * bands["B8A"], 0.02, 0.12)
-        return bands
-
-    @staticmethod
-    def s1_backscatter(cover: np.ndarray, greenness: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Sentinel-1 sigma0 in dB, each (M, *cover.shape), with gamma speckle (ENL 4.4, IW GRD)."""
-        out = {}
-        for i, pol in enumerate(("vv", "vh")):
-            base = np.zeros(greenness.shape)
-            for code in np.unique(cover):
-                name = _CODE_TO_NAME[int(code)]
-                db = _S1_DB[name][i]
-                where = cover == code
-                # vegetation adds volume scattering as it greens (strongest in VH)
-                base[:, where] = db - (3.0 + 2.0 * i) * (1.0 - greenness[:, where]) * (name in _VEG_ENDMEMBERS)
-            speckle = rng.gamma(4.4, 1 / 4.4, base.shape)
-            out[pol] = 10 * np.log10(10 ** (base / 10) * speckle)
-        return out
-
-    def alphaearth_embedding(self, lat, lon, cover: np.ndarray, year) -> np.ndarray:
-        """AlphaEarth-like unit vectors (N, 64): smooth in place, shifted by land cover, drifting by year."""
-        xyz = lonlat_to_xyz(lat, lon)
-        rng = np.random.default_rng([self.seed, 64])
-        wavelengths = [3e6, 1e6, 3e5, 1e5, 3e4, 1e4, 3e3, 1e3] * 4
-        features = [self.noise(f"ae-{i}", xyz, [w]) for i, w in enumerate(wavelengths)]
-        place = np.stack(features, axis=1)                                        # (N, 32)
-        onehot = (np.asarray(cover)[:, None] == COVER_CODES[None, :]).astype(float)  # (N, 11)
-        drift = ((np.asarray(year, float) - 2020.0) / 5.0)[:, None]
-        design = np.concatenate([place, 2.0 * onehot, drift], axis=1)
-        weights = rng.normal(size=(design.shape[1], 64)) / np.sqrt(design.shape[1])
-        emb = matmul(design, weights)
-        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        return worldcover(land_use(self, lat, lon, REFERENCE_YEAR if year is None else year))

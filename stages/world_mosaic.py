@@ -1,0 +1,19 @@
+"""DVC stage world_mosaic: a figure of sample chips beside their land-use labels (README, 'The sample world')."""
+from pathlib import Path
+
+from terrapipe.stage import run_stage
+
+RAW = Path("data/raw/sentinel")
+OUT = Path("data/processed/figures")
+
+
+def main(args):
+    from terrapipe.atomic import atomic_path
+    from terrapipe.report.world_mosaic import write_mosaic
+
+    with atomic_path(OUT, directory=True) as tmp:
+        write_mosaic(RAW, tmp / "sample_world.png")
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)
