@@ -116,7 +116,7 @@ def landsat_physical(s: SiteSurface, t: int, rng: np.random.Generator) -> dict:
     layers["B1"] = refl["B01"]
     layers["B8"] = (0.3 * refl["B02"] + 0.4 * refl["B03"] + 0.3 * refl["B04"])
     layers["B9"] = 0.004 * det.lognormal(rng, 0.0, 0.3, s.land_use.shape)            # cirrus band: near-black
-    weather = rng.normal(0.0, 3.5, 1)                                        # the overpass day vs the month
+    weather = rng.normal(0.0, 4.5, 1)                                        # the overpass day vs the month
     sun = sf.solar_load(s.latitude, s.months[t:t + 1])
     lst = sf.surface_temperature(s.land_use, s.green[t:t + 1], s.climate["t2m"][t:t + 1], weather, sun,
                                  s.dryness, rng)[0]

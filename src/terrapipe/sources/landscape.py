@@ -201,8 +201,9 @@ _SALT = {"parcel": 11, "road": 12, "block": 13, "forest": 14, "ship": 15, "crop"
 
 
 def crop_weights(t_mean, t_warm, humidity) -> np.ndarray:
-    """Share of each crop of CROPS by climate (N, len(CROPS)): winter cereals and beet where summers are mild,
-    maize and soybean where they are hot and wet, sunflower where dry, rice where hot and very wet."""
+    """Share of each crop of CROPS by climate (N, len(CROPS)): half a base mix, half by climate (winter cereals
+    and beet where summers are mild, maize and soybean where hot and wet, sunflower where dry, rice where
+    hot and very wet)."""
     mild = _sigmoid((24.0 - t_warm) / 2.0)
     hot = 1 - mild
     wet = _sigmoid((humidity - 1.2) * 3.0)
@@ -214,7 +215,11 @@ def crop_weights(t_mean, t_warm, humidity) -> np.ndarray:
         "sugar_beet": 0.5 * mild, "rice": 2.5 * very_wet_hot + 0.05,
     }
     w = np.stack([np.broadcast_to(weights[name], np.shape(t_mean)) for name in CROPS], axis=-1)
-    return w / w.sum(axis=-1, keepdims=True)
+    w = w / w.sum(axis=-1, keepdims=True)
+    return 0.5 * w + 0.5 * CROP_MIX                                     # every region grows a bit of everything
+
+
+CROP_MIX = np.array([0.16, 0.12, 0.16, 0.14, 0.08, 0.12, 0.14, 0.08])  # CROPS order: a farming region's base mix
 
 
 def _choose(weights: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -395,7 +400,7 @@ def _natural(world, xyz, normals, humidity, elev, lake, patch):
     conifer = _sigmoid((3.0 - t_mean) / 2.5) * 0.9 + 0.45 * _sigmoid((t_mean - 3.0) / 2.5) * _sigmoid((18.0 - t_mean) / 2.0)
     conifer_patch = area_fraction(world.noise("conifer", xyz, [3e3, 8e2])) < conifer
     bare_share = _sigmoid((0.35 - humidity) * 12.0)
-    shrub_share = (1 - bare_share) * _sigmoid((0.9 - humidity) * 5.0) * 0.75
+    shrub_share = (1 - bare_share) * (0.25 + 0.5 * _sigmoid((0.9 - humidity) * 5.0))  # heath and scrub everywhere
     return np.select(
         [t_warm < 1.0,
          t_warm < 10.0,

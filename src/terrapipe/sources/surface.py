@@ -2,9 +2,9 @@
 
 Designed so that every band carries information of its own (reference/earth-observation-facts.md for
 the typical values):
-- class pairs share their 10 m spectra (B02, B03, B04, B08) and calendar and differ only in red edge
-  and SWIR: grass vs shrub, broadleaf vs conifer, maize vs soybean, wheat vs barley, pasture vs grass,
-  tiled vs metal roofs, turbid vs sediment-laden water;
+- class groups share their 10 m spectra (B02, B03, B04, B08) and calendar and differ only in red edge
+  and SWIR: grass vs shrub, broadleaf vs conifer, maize vs soybean vs sunflower vs sugar beet, wheat vs
+  barley, pasture vs grass, sand vs rock, tiled vs metal roofs, turbid vs sediment-laden water;
 - B01 carries the scene's aerosol load and B09 the water vapour of the month (from d2m), as in L2A;
 - crops follow their own calendars relative to the local growing season (winter cereals peak in
   spring, maize and soybean in late summer, rapeseed flowers yellow, rice starts flooded);
@@ -33,7 +33,7 @@ _ENDMEMBERS = {
     "dry_shrub":     (0.081, 0.111, 0.139, 0.250, 0.200, 0.220, 0.235, 0.255, 0.390, 0.330),
     "soil":          (0.090, 0.120, 0.150, 0.230, 0.180, 0.200, 0.215, 0.235, 0.320, 0.260),
     "sand":          (0.140, 0.190, 0.250, 0.330, 0.280, 0.300, 0.315, 0.335, 0.420, 0.370),
-    "rock":          (0.140, 0.160, 0.180, 0.230, 0.205, 0.215, 0.225, 0.235, 0.270, 0.235),
+    "rock":          (0.141, 0.191, 0.251, 0.331, 0.250, 0.280, 0.300, 0.320, 0.360, 0.250),
     "moss":          (0.045, 0.070, 0.065, 0.200, 0.100, 0.150, 0.180, 0.200, 0.220, 0.150),
     "snow":          (0.850, 0.850, 0.830, 0.740, 0.800, 0.780, 0.760, 0.740, 0.100, 0.050),
     "wheat":         (0.040, 0.085, 0.045, 0.380, 0.120, 0.280, 0.350, 0.385, 0.245, 0.130),
@@ -42,8 +42,8 @@ _ENDMEMBERS = {
     "soybean":       (0.035, 0.075, 0.035, 0.420, 0.080, 0.335, 0.425, 0.455, 0.265, 0.145),
     "rapeseed":      (0.045, 0.090, 0.050, 0.400, 0.130, 0.290, 0.360, 0.400, 0.230, 0.120),
     "flowers":       (0.050, 0.160, 0.130, 0.380, 0.200, 0.300, 0.340, 0.380, 0.240, 0.130),
-    "sunflower":     (0.040, 0.080, 0.040, 0.400, 0.125, 0.310, 0.380, 0.410, 0.270, 0.150),
-    "beet":          (0.035, 0.080, 0.035, 0.440, 0.100, 0.320, 0.410, 0.450, 0.210, 0.090),
+    "sunflower":     (0.035, 0.076, 0.036, 0.418, 0.130, 0.290, 0.355, 0.395, 0.285, 0.160),
+    "beet":          (0.036, 0.075, 0.035, 0.421, 0.100, 0.320, 0.410, 0.450, 0.195, 0.085),
     "rice":          (0.040, 0.080, 0.045, 0.360, 0.110, 0.270, 0.330, 0.360, 0.200, 0.100),
     "vine":          (0.040, 0.075, 0.050, 0.330, 0.110, 0.250, 0.300, 0.330, 0.230, 0.120),
     "roof":          (0.100, 0.110, 0.120, 0.170, 0.130, 0.150, 0.160, 0.170, 0.210, 0.190),
@@ -64,11 +64,11 @@ _VEGETATION = {
     "broadleaf_forest": ("leafless", "broadleaf", "broadleaf"), "conifer_forest": ("conifer", "conifer", "evergreen"),
     "open_woodland": ("dry_grass", "broadleaf", "herbaceous"), "shrubland": ("dry_shrub", "shrub", "shrub"),
     "grassland": ("dry_grass", "grass", "herbaceous"), "moss_lichen": ("rock", "moss", "herbaceous"),
-    "pasture": ("dry_grass", "pasture", "pasture"), "field_margin": ("dry_grass", "grass", "herbaceous"),
+    "pasture": ("dry_grass", "pasture", "herbaceous"), "field_margin": ("dry_grass", "grass", "herbaceous"),
     "winter_wheat": ("soil", "wheat", "winter_cereal"), "winter_barley": ("soil", "barley", "winter_cereal"),
     "maize": ("soil", "maize", "summer_crop"), "soybean": ("soil", "soybean", "summer_crop"),
-    "rapeseed": ("soil", "rapeseed", "rapeseed"), "sunflower": ("soil", "sunflower", "sunflower"),
-    "sugar_beet": ("soil", "beet", "beet"), "rice": ("water", "rice", "rice"),
+    "rapeseed": ("soil", "rapeseed", "rapeseed"), "sunflower": ("soil", "sunflower", "summer_crop"),
+    "sugar_beet": ("soil", "beet", "summer_crop"), "rice": ("water", "rice", "rice"),
     "vineyard": ("soil", "vine", "herbaceous"), "orchard": ("grass", "broadleaf", "broadleaf"),
     "wetland": ("water", "grass", "herbaceous"),
 }
@@ -83,8 +83,7 @@ _BUILT = {"compact_highrise": (0.55, 0.40, 0.05, False), "compact_midrise": (0.6
           "lightweight_lowrise": (0.75, 0.20, 0.05, True), "large_lowrise": (0.65, 0.30, 0.05, True),
           "sparsely_built": (0.15, 0.10, 0.75, False), "heavy_industry": (0.45, 0.45, 0.10, True)}
 # Crop calendars: peak month relative to the local growing-season peak, and width (months).
-_CALENDARS = {"winter_cereal": (-2.0, 1.6), "summer_crop": (0.5, 1.5), "rapeseed": (-3.0, 1.4),
-              "sunflower": (0.0, 1.2), "beet": (1.0, 2.4), "rice": (0.0, 1.3)}
+_CALENDARS = {"winter_cereal": (-2.0, 1.6), "summer_crop": (0.5, 1.5), "rapeseed": (-3.0, 1.4), "rice": (0.0, 1.3)}
 # Sentinel-1 sigma0 (dB) at full greenness (VV, VH); vegetation loses volume scattering as it browns.
 _S1_DB = {"forest": (-7.0, -13.0), "natural": (-10.5, -18.0), "crop": (-10.0, -16.5), "pasture": (-10.0, -18.5),
           "permanent_crop": (-9.0, -15.5), "built": (1.0, -8.0), "road": (-14.0, -23.0), "water": (-21.0, -29.0),
@@ -155,9 +154,6 @@ def greenness(codes: np.ndarray, months: np.ndarray, potential: np.ndarray, phas
             g = np.broadcast_to((0.8 + 0.2 * g_year)[:, None], (t, where.sum()))
         elif kind == "shrub":
             g = np.broadcast_to((0.25 + 0.6 * g_year)[:, None], (t, where.sum()))
-        elif kind == "pasture":  # grazed and mown: dips after each cut
-            cut = det.cos(2 * np.pi * (months[:, None] - peak - phase[where][None, :]) / 2.0) > 0.7
-            g = g_year[:, None] * np.where(cut, 0.55, 1.0)
         else:
             g = np.broadcast_to(g_year[:, None], (t, where.sum()))
         out[:, where] = g
@@ -264,7 +260,7 @@ def surface_temperature(codes: np.ndarray, green: np.ndarray, t2m_k: np.ndarray,
     grows with sun and dryness and falls with greenness; water lags and damps; snow stays at or below 0 C.
     """
     heat = HEAT[codes][None]                                              # (1, H, W)
-    excess = sun[:, None, None] * (heat * (0.6 + 1.2 * dryness) - 4.0 * green * (1.0 - dryness))
+    excess = sun[:, None, None] * (heat * (0.6 + 1.4 * dryness) - 5.0 * green * (1.0 - dryness))
     lst = t2m_k[:, None, None] + weather_k[:, None, None] + excess
     water = np.isin(codes, [c.code for c in CLASSES if c.group in ("water", "sea")])[None]
     lagged = 0.5 * t2m_k + 0.5 * np.roll(t2m_k, 1) + 1.0
