@@ -130,7 +130,7 @@ def test_fetch_writes_the_sample_layout_with_the_sample_values(fetched, fake, in
         classes, got, _ = _compare(world / "worldcover.tif", out / site_id / "worldcover.tif", maps["worldcover"])
         assert np.mean(classes == got) >= 0.9  # EPSG:4326 tiles and back, nearest
         elevation, got, _ = _compare(world / "srtm.tif", out / site_id / "srtm.tif", maps["srtm"])
-        assert (got != -99999).all() and np.abs(elevation - got).max() <= 2  # mosaic of two DEM tiles
+        assert (got != -99999).all() and np.abs(elevation - got).max() <= 4  # two DEM tiles, bilinear on steep terrain
         with rasterio.open(out / site_id / "srtm.tif") as dem:
             assert dem.dtypes == ("int16",) and dem.nodata == -32768 and dem.descriptions == ("elevation",)
             assert dem.tags()["STAC_ITEM"].count("DEM") == 2

@@ -224,6 +224,7 @@ def _run_in_process(root: Path, dataset: str, monkeypatch) -> None:
 
 
 def test_stage_sites_writes_outputs_and_keeps_them_on_bad_input(tmp_path):
+    from terrapipe.config import StudyParams
     from terrapipe.study import DEFAULT_AOIS, write_default_inputs
 
     write_default_inputs(tmp_path / "data" / "inputs")
@@ -236,7 +237,8 @@ def test_stage_sites_writes_outputs_and_keeps_them_on_bad_input(tmp_path):
     doc = json.loads((out / "split.json").read_text())
     assert list(doc) == ORIGINAL_KEYS and len(doc["test_spatial_regions"]) == 3
     assignments = pd.read_parquet(out / "assignments.parquet")
-    assert list(assignments.columns) == ASSIGNMENT_COLUMNS and len(assignments) == 4 * len(DEFAULT_AOIS)  # 4 sites per AOI
+    per_aoi = StudyParams().sites_per_aoi  # the default (params here give no study section)
+    assert list(assignments.columns) == ASSIGNMENT_COLUMNS and len(assignments) == per_aoi * len(DEFAULT_AOIS)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     (tmp_path / "data" / "inputs" / "sites.csv").write_text("site_id,aoi_id\nx,central-florida\n")

@@ -10,6 +10,7 @@ in their habitat's land cover, flower in their season, and look like their speci
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +30,26 @@ HABITAT_COVER = {
     "upland": {"shrub": 1.0, "grass": 0.8, "tree": 0.3},
     "disturbed": {"built": 1.0, "crop": 0.8, "grass": 0.4},
 }
-OFF_HABITAT_ACCEPT = 0.02
+OFF_HABITAT_ACCEPT = 0.01
 CANDIDATES_PER_ROUND = 16
 NO_TIME_FRACTION = 0.1        # observations without a time of day (hour/minute/second null)
 NO_IMAGE_FRACTION = 0.075     # as in the real dataset (31,136 of 33,665 have images)
 JOINED_URLS_FRACTION = 0.05   # rows whose urls come as one ";"-joined string in a length-1 list
-NUISANCE_DIM = 32             # image nuisance (light, background, pose) spans a shared subspace
-VISION_NOISE = 0.35           # std of each nuisance factor, against unit species prototypes
+ZIPF_EXPONENT = 2.0           # abundance of rank r ~ (r + ZIPF_OFFSET)^-2: a flat head (the commonest
+ZIPF_OFFSET = 10.0            # species ~9% of rows) and a tail of species seen once or twice
+# Vision embedding: genus prototype + species look (rotated by the camera drift) + seasonal looks +
+# land-cover background + species-specific noise (a low-rank subspace and a full-rank diagonal).
+GENUS_WEIGHT = 1.0            # shared by congeners, so they are confusable
+SPECIES_WEIGHT = 0.5
+SEASON_WEIGHT = 0.7           # flowering, fruiting and leaf colour by month, each species its own looks
+FRUIT_LAG_MONTHS = 3.0
+PHENOPHASE_WIDTH_MONTHS = 1.5
 COVER_WEIGHT = 0.5
-
+DRIFT_PER_YEAR = 0.16        # tan of half the yearly turn of each taxon's look (~18 degrees a year)
+SUBSPACE_RANK = 8             # per-species directions of large variance (pose, organ, distance)
+SUBSPACE_STD = 0.35
+NOISE_STD = 0.14              # rms per dimension of the full-rank noise at NOISE_REFERENCE_DIM (scales
+NOISE_REFERENCE_DIM = 128     # differ by species and dimension)
 
 def habitat_acceptance(habitats) -> np.ndarray:
     """[len(habitats), len(COVER_CODES)] probability of accepting a location of each cover."""
@@ -115,15 +127,71 @@ def language_embeddings(seed: int, species, dim: int) -> np.ndarray:
     return language / np.linalg.norm(language, axis=1, keepdims=True)
 
 
-def vision_embeddings(rng: np.random.Generator, seed: int, taxon_ids, cover: np.ndarray, dim: int) -> np.ndarray:
-    """float32 [n, dim] unit vectors: species prototype + COVER_WEIGHT * land-cover look + image nuisance."""
-    taxa, row_taxon = np.unique(taxon_ids, return_inverse=True)
-    prototypes = unit_vectors(seed, "vision-species", taxa, dim)[row_taxon]
-    cover_looks = unit_vectors(seed, "vision-cover", COVER_CODES, dim)
-    nuisance = unit_vectors(seed, "vision-nuisance", range(NUISANCE_DIM), dim)
-    vision = (prototypes + COVER_WEIGHT * cover_looks[np.searchsorted(COVER_CODES, cover)]
-              + VISION_NOISE * matmul(rng.standard_normal((len(cover), NUISANCE_DIM)).astype(np.float32), nuisance))
-    return vision / np.linalg.norm(vision, axis=1, keepdims=True)
+class VisionLooks:
+    """Per-species tables of the vision model, each drawn from a stream named by the taxon (so a species
+    looks the same whatever the species list's order or size, and whatever the number of observations).
+
+    An observation's embedding is the unit vector along
+        GENUS_WEIGHT * genus prototype
+      + SPECIES_WEIGHT * species look, turned a little further each year towards its drift direction
+      + SEASON_WEIGHT * (flowering, fruiting, leaf-colour looks weighted by the month)
+      + COVER_WEIGHT * land-cover background
+      + noise in the species' own SUBSPACE_RANK directions + full-rank noise scaled per species and dimension.
+    Memory: about (SUBSPACE_RANK + 7) * dim floats per species, independent of the number of rows.
+    """
+
+    def __init__(self, seed: int, species, peak_month: np.ndarray, dim: int, first_year: int, last_year: int):
+        taxa = species["taxon_id"].astype(str).tolist()
+        genera, self.genus_of = np.unique([name.split()[0] for name in species["taxon_name"]], return_inverse=True)
+        self.genus = GENUS_WEIGHT * unit_vectors(seed, "vision-genus", genera, dim)
+        self.look = SPECIES_WEIGHT * unit_vectors(seed, "vision-species", taxa, dim)
+        self.genus_drift = GENUS_WEIGHT * unit_vectors(seed, "vision-genus-drift", genera, dim)
+        self.drift = SPECIES_WEIGHT * unit_vectors(seed, "vision-drift", taxa, dim)
+        # Photo style (camera generations, phones, habits) turns every species' look by a fixed angle a
+        # year, from the look towards its drift direction and beyond: cos and sin of k * angle by
+        # repeated rotation, with angle = 2 atan(DRIFT_PER_YEAR) (+ - * / only, see the season below).
+        step = complex((1.0 - DRIFT_PER_YEAR ** 2) / (1.0 + DRIFT_PER_YEAR ** 2), 2.0 * DRIFT_PER_YEAR / (1.0 + DRIFT_PER_YEAR ** 2))
+        turn = [complex(1.0, 0.0)]
+        for _ in range(first_year, last_year):
+            turn.append(turn[-1] * step)
+        self.cos_year = np.array([z.real for z in turn], np.float32)
+        self.sin_year = np.array([z.imag for z in turn], np.float32)
+        phases = ("flowering", "fruiting", "leaf-colour")
+        self.season = SEASON_WEIGHT * unit_vectors(
+            seed, "vision-season", [f"{t}/{p}" for t in taxa for p in phases], dim).reshape(len(taxa), len(phases), dim)
+        self.subspace = SUBSPACE_STD * unit_vectors(
+            seed, "vision-subspace", [f"{t}/{k}" for t in taxa for k in range(SUBSPACE_RANK)], dim
+        ).reshape(len(taxa), SUBSPACE_RANK, dim)
+        # Uniform per-dimension scales (no transcendental functions).
+        scale = np.array([stream(seed, "vision-scale", t).uniform(0.4, 1.6, dim) for t in taxa]).reshape(len(taxa), dim)
+        # Per-dimension std falls as dim^-1/4: more dimensions make the noise easier to average out of a
+        # test vector but the classes harder to estimate, and at this rate the two roughly cancel.
+        self.scale = (NOISE_STD * math.sqrt(math.sqrt(NOISE_REFERENCE_DIM / dim) / 1.12) * scale).astype(np.float32)
+        self.cover = COVER_WEIGHT * unit_vectors(seed, "vision-cover", COVER_CODES, dim)
+        # Rational functions only (+ - * /): numpy's and libm's transcendentals differ in the last bit across CPUs.
+        months = np.arange(1, 13) + 0.5
+        flowering = (months[None, :] - peak_month[:, None] + 6.0) % 12.0 - 6.0
+        fruiting = (flowering - FRUIT_LAG_MONTHS + 6.0) % 12.0 - 6.0
+        winter = np.abs((months - 1.0 + 6.0) % 12.0 - 6.0)                 # months from mid-January
+        self.phase_weight = np.stack([1.0 / (1.0 + (flowering / PHENOPHASE_WIDTH_MONTHS) ** 2),
+                                      1.0 / (1.0 + (fruiting / PHENOPHASE_WIDTH_MONTHS) ** 2),
+                                      np.broadcast_to(1.0 - winter / 3.0, flowering.shape)], axis=2).astype(np.float32)
+        self.first_year, self.dim = first_year, dim
+
+    def embed(self, z: np.ndarray, sp: np.ndarray, year: np.ndarray, month: np.ndarray, cover: np.ndarray):
+        """float32 [n, dim] unit vectors for rows of species index ``sp``; ``z`` is float32 standard
+        normal [n, SUBSPACE_RANK + dim]. Elementwise arithmetic only, in a fixed order (no BLAS)."""
+        y = year - self.first_year
+        genus, cos, sin = self.genus_of[sp], self.cos_year[y, None], self.sin_year[y, None]
+        vision = (cos * (self.genus[genus] + self.look[sp]) + sin * (self.genus_drift[genus] + self.drift[sp])
+                  + self.cover[np.searchsorted(COVER_CODES, cover)])
+        weights = self.phase_weight[sp, month - 1]
+        for phase in range(weights.shape[1]):
+            vision += weights[:, phase, None] * self.season[sp, phase]
+        for k in range(SUBSPACE_RANK):
+            vision += z[:, k, None] * self.subspace[sp, k]
+        vision += z[:, SUBSPACE_RANK:] * self.scale[sp]
+        return vision / np.sqrt(matmul(vision * vision, np.ones((self.dim, 1), np.float32)))
 
 
 def deepearth_batches(params, study, chunk_rows: int = 2048):
@@ -141,7 +209,7 @@ def deepearth_batches(params, study, chunk_rows: int = 2048):
     species = study.species.reset_index(drop=True)
     habitats, n_species = _habitats(species), len(species)
 
-    abundance = 1.0 / (rng.permutation(n_species) + 1.0)           # Zipf: rank r has weight 1/r
+    abundance = (rng.permutation(n_species) + 1.0 + ZIPF_OFFSET) ** -ZIPF_EXPONENT   # random ranks
     peak_month, spread = rng.uniform(1, 13, n_species), rng.uniform(0.7, 1.8, n_species)
     sp = rng.choice(n_species, n, p=abundance / abundance.sum())
     years, year_p = year_weights(sample.first_year, sample.last_year)
@@ -167,6 +235,8 @@ def deepearth_batches(params, study, chunk_rows: int = 2048):
     taxon_ids = species["taxon_id"].to_numpy(dtype=object)
     taxon_names = species["taxon_name"].to_numpy(dtype=object)
     split = np.where(year < sample.last_year, "train", "temporal_test")
+    looks = VisionLooks(params.seed, species, peak_month, sample.vision_dim, sample.first_year, sample.last_year)
+    vision_rng = stream(params.seed, "deepearth", "vision")   # one draw per chunk: chunking-independent
 
     int64 = pa.int64()
     for start in range(0, n, chunk_rows):
@@ -187,7 +257,8 @@ def deepearth_batches(params, study, chunk_rows: int = 2048):
             "split": pa.array(split[rows], pa.string()),
         })
         v = start + np.flatnonzero(has_vision[rows])
-        vision = vision_embeddings(rng, params.seed, taxon_ids[sp[v]], cover[v], sample.vision_dim)
+        z = vision_rng.standard_normal((len(v), SUBSPACE_RANK + sample.vision_dim), np.float32)
+        vision = looks.embed(z, sp[v], year[v], month[v], cover[v])
         yield observations, pa.record_batch({"gbif_id": pa.array(gbif_id[v], int64), "embedding": fixed_lists(vision)})
 
 
