@@ -128,3 +128,36 @@ def test_landsat_thermal_is_surface_temperature_not_air_temperature(rendered):
     print(f"\nLandsat B10 chip mean vs site t2m: R^2 {r2:.3f}, std of LST - t2m {residual:.2f} K")
     assert r2 < 0.9
     assert 200 < rendered["lst"].min() and rendered["lst"].max() < 340
+
+
+def test_dominant_cover_is_plausible_for_the_place():
+    """Each default AOI's sample WorldCover against the real place's dominant class (aois.csv dominant_cover):
+    the real class among the two most common sample classes for >= 75% of AOIs, and exactly right for
+    boreal Finland (tree), Iowa (crop) and Sonora (shrub or bare)."""
+    import tempfile
+
+    from terrapipe.grid import site_grid
+    from terrapipe.sources.landscape import land_use, worldcover
+    from terrapipe.sources.world import WORLDCOVER
+    from terrapipe.study import load_study, write_default_inputs
+
+    inputs = tempfile.mkdtemp() + "/inputs"
+    write_default_inputs(inputs)
+    study = load_study(inputs, 12)
+    world, name = World(0), {code: n for n, code in WORLDCOVER.items()}
+    top2_hits, dominant = 0, {}
+    for aoi in study.aois.itertuples():
+        codes = []
+        for site in study.sites[study.sites["aoi_id"] == aoi.aoi_id].itertuples():
+            lat, lon = site_grid(site.latitude, site.longitude, 16).pixel_lonlat()
+            codes.append(worldcover(land_use(world, lat, lon, site.start_date.year)).ravel())
+        values, counts = np.unique(np.concatenate(codes), return_counts=True)
+        ranked = [name[int(v)] for v in values[np.argsort(-counts, kind="stable")]]
+        dominant[aoi.aoi_id] = ranked[0]
+        top2_hits += aoi.dominant_cover in ranked[:2]
+        print(f"\n{aoi.aoi_id:24s} {aoi.koppen:4s} real {aoi.dominant_cover:6s} sample {ranked[:3]}", end="")
+    share = top2_hits / len(study.aois)
+    print(f"\nreal dominant cover among the sample's top two: {top2_hits}/{len(study.aois)} ({share:.0%})")
+    assert share >= 0.75
+    assert dominant["finland-tampere"] == "tree" and dominant["iowa-ames"] == "crop"
+    assert dominant["sonora-hermosillo"] in ("shrub", "bare")

@@ -60,7 +60,7 @@ CLASSES = tuple(LandUseClass(*row) for row in [
     (9, "bare_rock", 60, None, 15, "natural"),
     (10, "snow_ice", 70, None, None, "natural"),
     (11, "pasture", 30, "Pasture", 14, "pasture"),
-    (12, "field_margin", 30, "HerbaceousVegetation", 14, "natural"),
+    (12, "field_margin", 40, "HerbaceousVegetation", 14, "natural"),  # WorldCover maps margins as cropland
     (20, "winter_wheat", 40, "AnnualCrop", 14, "crop"),
     (21, "winter_barley", 40, "AnnualCrop", 14, "crop"),
     (22, "maize", 40, "AnnualCrop", 14, "crop"),
@@ -194,7 +194,7 @@ BLOCK_M, STREET_HALF_WIDTH_M = 160.0, 5.0
 RIVER_HALF_WIDTH = 0.011               # of the river noise field (~1-3 pixels where its gradient is typical)
 FOREST_PATCH_M = 420.0                 # the unit in which frontier forest is cleared
 URBAN_THRESHOLD, URBAN_GROWTH = 1.55, 0.012   # urban noise above this is built (threshold falls per year)
-CLEARING_START, CLEARING_SPAN = 1995.0, 50.0  # a frontier patch is cleared in a year uniform over the span
+CLEARING_START, CLEARING_SPAN = 2005.0, 80.0  # a frontier patch is cleared in a year uniform over the span
 SHIP_CELL_M, SHIP_RADIUS_M, SHIP_PROB = 700.0, 14.0, 0.25
 SEA_MAX_ELEVATION_M = 150.0
 _SALT = {"parcel": 11, "road": 12, "block": 13, "forest": 14, "ship": 15, "crop": 16}
@@ -287,15 +287,17 @@ def land_use(world: World, lat, lon, year: int = REFERENCE_YEAR, elevation: np.n
     urban = world.noise("urban", xyz, [2.5e4, 6e3, 1.5e3], [1.0, 0.7, 0.35])
     threshold = URBAN_THRESHOLD - URBAN_GROWTH * (year - REFERENCE_YEAR)
     agri_field = world.noise("agri", xyz, [3e4, 8e3, 2.5e3], [1.0, 0.6, 0.3])
-    suitability = (_sigmoid((t_warm - 17.0) / 1.5) * _sigmoid((humidity - 0.55) * 6.0)
-                   * _sigmoid((3.0 - humidity) * 2.0) * _sigmoid((1500.0 - elev) / 200.0))
-    agricultural = area_fraction(agri_field) < 0.85 * suitability
+    wet_tropics = _sigmoid((humidity - 1.8) * 3.0) * _sigmoid((t_mean - 18.0) / 2.0)   # rainforest stays forest
+    highest_fields_m = 1500.0 + 1200.0 * _sigmoid((15.0 - np.abs(lat)) / 3.0)         # tropical highlands are farmed
+    suitability = (_sigmoid((t_warm - 17.0) / 1.5) * _sigmoid((t_mean - 2.0) / 2.0) * _sigmoid((humidity - 0.65) * 6.0)
+                   * (1.0 - 0.8 * wet_tropics) * _sigmoid((highest_fields_m - elev) / 200.0))
+    agricultural = area_fraction(agri_field) < 0.75 * suitability
     roads = voronoi(xyz, ROAD_CELL_M, _SALT["road"])
     road_density = area_fraction(world.noise("road-gate", xyz, [3e4])) < np.where(agricultural | (urban > threshold - 0.5), 0.9, 0.25)
     put((roads.edge_m < ROAD_HALF_WIDTH_M) & road_density & (t_warm > 3), "highway")
 
     # towns: blocks whose morphology follows the urban intensity at the block's seed
-    built = urban > threshold
+    built = (urban > threshold) & (t_warm > 8.0) & (elev < 3500.0)   # nobody builds towns on ice sheets
     if built.any():
         put(built, _urban_blocks(world, xyz, year, normals, built))
 
@@ -365,8 +367,11 @@ def _cleared_forest(world, xyz, year, normals, humidity, patch) -> np.ndarray:
 
 
 def _tree_fraction(normals, humidity):
-    """Share of natural land under closed forest: humid and with a warm enough summer."""
-    return 0.92 * _sigmoid((humidity - 0.95) * 5.0) * _sigmoid((normals["t_warm"] - 11.0) / 1.2)
+    """Share of natural land under closed forest: humid, a warm enough summer (tree line ~10-12 C) and no long
+    warm dry season (savanna and highveld grassland are burnt and grazed open)."""
+    dry_season = (1.0 - _sigmoid((normals["precip_driest"] - 15.0) / 6.0)) * _sigmoid((normals["t_cold"] - 5.0) / 2.0)
+    return (0.92 * _sigmoid((humidity - 0.95) * 5.0) * _sigmoid((normals["t_warm"] - 12.0) / 1.0)
+            * (1.0 - 0.75 * dry_season))
 
 
 def _parcels(world, xyz, year, normals, humidity, farmed, cleared):
@@ -411,7 +416,9 @@ def _natural(world, xyz, normals, humidity, elev, lake, patch):
          mosaic < bare_share,
          mosaic < bare_share + shrub_share],
         [np.where(mosaic < 0.2, C["bare_rock"], C["snow_ice"]),
-         np.where(mosaic < 0.55, C["moss_lichen"], np.where(mosaic < 0.8, C["grassland"], C["bare_rock"])),
+         np.select([elev > 2500, elev > 150], [np.where(mosaic < 0.7, C["grassland"], C["moss_lichen"]),  # alpine
+                                               np.where(mosaic < 0.6, C["bare_rock"], C["moss_lichen"])],  # fjell
+                   np.where(mosaic < 0.65, C["moss_lichen"], np.where(mosaic < 0.85, C["grassland"], C["bare_rock"]))),
          C["wetland"],
          np.where(conifer_patch, C["conifer_forest"], C["broadleaf_forest"]),
          C["open_woodland"],
