@@ -5,8 +5,12 @@ Raw layout (the huggingface backend writes exactly the same files):
     observations.parquet       the HF dataset's columns (reference/deepearth-behaviour.md 6)
     vision_embeddings.parquet  gbif_id, embedding (pooled to vision_dim) for has_vision rows
 
-It carries the real dataset's ";"-joined image_urls quirk and a learnable ground truth: species live
-in their habitat's land cover, flower in their season, and look like their species.
+It carries the real dataset's ";"-joined image_urls quirk and a learnable but hard ground truth:
+species live in their habitat's land cover and are observed in their season; their abundance is Zipf
+with a tail of rare, recently found species that reach the test split unseen; their vision embeddings
+(VisionLooks) are confusable within a genus, change with the season and drift with the year, so that on
+the default split logistic regression scores about 0.55-0.7 top-1 (tests/test_deepearth.py) and the
+2025 holdout is harder than a random test set.
 """
 from __future__ import annotations
 
@@ -37,19 +41,20 @@ NO_IMAGE_FRACTION = 0.075     # as in the real dataset (31,136 of 33,665 have im
 JOINED_URLS_FRACTION = 0.05   # rows whose urls come as one ";"-joined string in a length-1 list
 ZIPF_EXPONENT = 2.0           # abundance of rank r ~ (r + ZIPF_OFFSET)^-2: a flat head (the commonest
 ZIPF_OFFSET = 10.0            # species ~9% of rows) and a tail of species seen once or twice
-# Vision embedding: genus prototype + species look (rotated by the camera drift) + seasonal looks +
-# land-cover background + species-specific noise (a low-rank subspace and a full-rank diagonal).
+RECENTLY_FOUND_FRACTION = 0.3  # of the species (the rarest) first recorded in a random year
+# Vision embedding (VisionLooks): weights of its parts, all unit vectors but the noise.
 GENUS_WEIGHT = 1.0            # shared by congeners, so they are confusable
 SPECIES_WEIGHT = 0.5
 SEASON_WEIGHT = 0.7           # flowering, fruiting and leaf colour by month, each species its own looks
 FRUIT_LAG_MONTHS = 3.0
 PHENOPHASE_WIDTH_MONTHS = 1.5
 COVER_WEIGHT = 0.5
-DRIFT_PER_YEAR = 0.16        # tan of half the yearly turn of each taxon's look (~18 degrees a year)
+DRIFT_PER_YEAR = 0.16         # tan of half the yearly turn of each taxon's look (~18 degrees a year)
 SUBSPACE_RANK = 8             # per-species directions of large variance (pose, organ, distance)
 SUBSPACE_STD = 0.35
 NOISE_STD = 0.14              # rms per dimension of the full-rank noise at NOISE_REFERENCE_DIM (scales
 NOISE_REFERENCE_DIM = 128     # differ by species and dimension)
+
 
 def habitat_acceptance(habitats) -> np.ndarray:
     """[len(habitats), len(COVER_CODES)] probability of accepting a location of each cover."""
@@ -97,6 +102,18 @@ def year_weights(first_year: int, last_year: int) -> tuple[np.ndarray, np.ndarra
     return years, weights / weights.sum()
 
 
+def observation_years(rng: np.random.Generator, years, year_p, rank: np.ndarray, sp: np.ndarray) -> np.ndarray:
+    """Each observation's year, drawn from ``year_p`` from its species' first record on. The rarest
+    RECENTLY_FOUND_FRACTION of species are first recorded in a random year (rare plants keep being found
+    as observers multiply), so some appear only in the temporal holdout, unseen in training."""
+    found = rank >= (1.0 - RECENTLY_FOUND_FRACTION) * len(rank)
+    first = np.where(found, rng.integers(0, len(years), len(rank)), 0)
+    cdf = np.concatenate([[0.0], np.cumsum(year_p)])
+    low = cdf[first[sp]]
+    u = low + rng.random(len(sp)) * (1.0 - low)
+    return years[np.clip(np.searchsorted(cdf, u, side="right") - 1, first[sp], len(years) - 1)]
+
+
 def _habitats(species) -> list[str]:
     habitats = species["habitat"].tolist() if "habitat" in species.columns else [None]
     unknown = sorted({str(h) for h in habitats if h not in HABITAT_COVER})
@@ -132,12 +149,12 @@ class VisionLooks:
     looks the same whatever the species list's order or size, and whatever the number of observations).
 
     An observation's embedding is the unit vector along
-        GENUS_WEIGHT * genus prototype
-      + SPECIES_WEIGHT * species look, turned a little further each year towards its drift direction
+        GENUS_WEIGHT * genus prototype + SPECIES_WEIGHT * species look, both turned a little further each
+        year towards the taxon's own drift directions (photo style: 2025 lies beyond the training years)
       + SEASON_WEIGHT * (flowering, fruiting, leaf-colour looks weighted by the month)
       + COVER_WEIGHT * land-cover background
       + noise in the species' own SUBSPACE_RANK directions + full-rank noise scaled per species and dimension.
-    Memory: about (SUBSPACE_RANK + 7) * dim floats per species, independent of the number of rows.
+    Memory: about (SUBSPACE_RANK + 8) * dim floats per species, independent of the number of rows.
     """
 
     def __init__(self, seed: int, species, peak_month: np.ndarray, dim: int, first_year: int, last_year: int):
@@ -147,10 +164,10 @@ class VisionLooks:
         self.look = SPECIES_WEIGHT * unit_vectors(seed, "vision-species", taxa, dim)
         self.genus_drift = GENUS_WEIGHT * unit_vectors(seed, "vision-genus-drift", genera, dim)
         self.drift = SPECIES_WEIGHT * unit_vectors(seed, "vision-drift", taxa, dim)
-        # Photo style (camera generations, phones, habits) turns every species' look by a fixed angle a
-        # year, from the look towards its drift direction and beyond: cos and sin of k * angle by
-        # repeated rotation, with angle = 2 atan(DRIFT_PER_YEAR) (+ - * / only, see the season below).
-        step = complex((1.0 - DRIFT_PER_YEAR ** 2) / (1.0 + DRIFT_PER_YEAR ** 2), 2.0 * DRIFT_PER_YEAR / (1.0 + DRIFT_PER_YEAR ** 2))
+        # Photo style (camera generations, phones, habits) turns every look by the angle 2 atan(DRIFT_PER_YEAR)
+        # a year; cos and sin of k times it by repeated rotation (+ - * / only, see the season below).
+        t2 = DRIFT_PER_YEAR ** 2
+        step = complex((1.0 - t2) / (1.0 + t2), 2.0 * DRIFT_PER_YEAR / (1.0 + t2))
         turn = [complex(1.0, 0.0)]
         for _ in range(first_year, last_year):
             turn.append(turn[-1] * step)
@@ -209,11 +226,12 @@ def deepearth_batches(params, study, chunk_rows: int = 2048):
     species = study.species.reset_index(drop=True)
     habitats, n_species = _habitats(species), len(species)
 
-    abundance = (rng.permutation(n_species) + 1.0 + ZIPF_OFFSET) ** -ZIPF_EXPONENT   # random ranks
+    rank = rng.permutation(n_species)
+    abundance = (rank + 1.0 + ZIPF_OFFSET) ** -ZIPF_EXPONENT
     peak_month, spread = rng.uniform(1, 13, n_species), rng.uniform(0.7, 1.8, n_species)
     sp = rng.choice(n_species, n, p=abundance / abundance.sum())
     years, year_p = year_weights(sample.first_year, sample.last_year)
-    year = rng.choice(years, n, p=year_p)
+    year = observation_years(rng, years, year_p, rank, sp)
     month = (np.floor(rng.normal(peak_month[sp], spread[sp])).astype(int) - 1) % 12 + 1
     first_of_month = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
     days_in_month = ((first_of_month + 1).astype("datetime64[D]") - first_of_month.astype("datetime64[D]")).astype(int)
