@@ -18,3 +18,6 @@ class InputDataError(TerrapipeError):
     def __init__(self, path, problem: str, fix: str):
         self.path, self.problem, self.fix = str(path), problem, fix
         super().__init__(f"{path}: {problem}. {fix}")
+
+    def __reduce__(self):  # rebuilt from its three parts when it crosses from a worker process
+        return type(self), (self.path, self.problem, self.fix)

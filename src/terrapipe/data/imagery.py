@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -116,12 +117,49 @@ def site_sample(raw_dir: Path, site_id: str, modality: Modality, scenes, months:
     return out
 
 
+READ_AHEAD_SITES = 16  # sites decoded ahead of the writer: bounds memory whatever the store size
+
+
+def _ordered_map(pool, fn, jobs, window: int):
+    """``pool.map`` in order, with at most ``window`` results in flight (map would queue them all)."""
+    from collections import deque
+
+    jobs = iter(jobs)
+    pending = deque(pool.submit(fn, job) for _, job in zip(range(window), jobs))
+    while pending:
+        result = pending.popleft().result()
+        for job in jobs:  # refill by one
+            pending.append(pool.submit(fn, job))
+            break
+        yield result
+
+
+def _reader_pool():
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1))
+
+
+def _read_site(job) -> tuple[dict, np.ndarray | None]:
+    """One site's samples per modality (and its land-use labels), read inside one GDAL environment."""
+    import rasterio
+
+    raw_dir, site_id, selection, scenes, site_month_list, chip_size, with_labels = job
+    mods = store_modalities(*selection)  # rebuilt here: registry entries hold mapping proxies, which do not pickle
+    with rasterio.Env():
+        samples = {m.key: site_sample(raw_dir, site_id, m, scenes[m.key], site_month_list, chip_size) for m in mods}
+        labels = read_labels(raw_dir / site_id / LAND_USE_FILE, chip_size) if with_labels else None
+    return samples, labels
+
+
 def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_bands, chip_size: int,
                 months: int, std_multiplier: float, out_dir: Path) -> dict:
     """Write the store into ``out_dir``; return the stats document.
 
-    Two streaming passes with one site in memory at a time: (1) raw physical values into the
-    memory-mapped arrays while accumulating per-band stats over train sites; (2) normalize in place.
+    Two streaming passes: (1) raw physical values into the memory-mapped arrays while accumulating
+    per-band stats over train sites, in site order (worker processes decode the GeoTIFFs, a few sites
+    ahead); (2) normalize in place, one site at a time.
     """
     import pandas as pd
     from tqdm import tqdm
@@ -145,7 +183,8 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
     if unknown:
         raise InputDataError("data/processed/splits/sites/assignments.parquet", f"no split for site(s) {unknown[:5]}",
                              "Re-run the split@sites stage")
-    by_site_sensor = {key: list(g.itertuples()) for key, g in scenes.groupby(["site_id", "sensor"])}
+    by_site_sensor = {key: [SimpleNamespace(date=r.date, path=r.path) for r in g.itertuples()]  # picklable rows
+                      for key, g in scenes.groupby(["site_id", "sensor"])}
     mods = store_modalities(sensors, s2_bands)
     n = len(sites)
     arrays, stats = {}, {}
@@ -158,25 +197,29 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
     land_use = NpyRows(out_dir / "land_use_class.npy", np.uint8, (n, chip_size, chip_size)) if with_land_use else None
     timestamps = np.zeros((n, months, 3), np.int32)
     rows = []
-    for i, site in enumerate(tqdm(list(sites.itertuples(index=False)), desc="normalize_sentinel", unit="site", mininterval=2)):
-        site_month_list = site_months(site.start_date, months)
-        timestamps[i] = acquisition_days(site_month_list, by_site_sensor, site.site_id)
-        if land_use is not None:
-            land_use[i] = read_labels(raw_dir / site.site_id / LAND_USE_FILE, chip_size)
-        is_train = split_of[site.site_id] == "train"
-        for mod in mods:
-            sample = site_sample(raw_dir, site.site_id, mod, by_site_sensor.get((site.site_id, mod.key), []),
-                                 site_month_list, chip_size)
-            arrays[mod.key][i] = sample
-            if is_train:
-                stats[mod.key].update(sample)
-            if mod.key == "worldcover":
-                codes = sample[:, :, 0, 0]
-                classes[i] = np.where(codes == MISSING_VALUE, 0, codes)
-        grid = site_grid(site.latitude, site.longitude, chip_size)
-        rows.append({"row": i, "site_id": site.site_id, "aoi_id": site.aoi_id, "split": split_of[site.site_id],
-                     "latitude": site.latitude, "longitude": site.longitude, "epsg": grid.epsg, "x0": grid.x0,
-                     "y0": grid.y0})
+    site_list = list(sites.itertuples(index=False))
+    jobs = [(raw_dir, site.site_id, (tuple(sensors), tuple(s2_bands)), {m.key: by_site_sensor.get((site.site_id, m.key), []) for m in mods},
+             site_months(site.start_date, months), chip_size, land_use is not None) for site in site_list]
+    with _reader_pool() as pool:  # decoding ~30 small GeoTIFFs per site is the work: one process per core
+        samples = _ordered_map(pool, _read_site, jobs, window=READ_AHEAD_SITES)
+        for i, (site, (site_samples, labels)) in enumerate(tqdm(zip(site_list, samples), total=n,
+                                                                  desc="normalize_sentinel", unit="site", mininterval=2)):
+            timestamps[i] = acquisition_days(jobs[i][4], by_site_sensor, site.site_id)
+            if land_use is not None:
+                land_use[i] = labels
+            is_train = split_of[site.site_id] == "train"
+            for mod in mods:
+                sample = site_samples[mod.key]
+                arrays[mod.key][i] = sample
+                if is_train:
+                    stats[mod.key].update(sample)
+                if mod.key == "worldcover":
+                    codes = sample[:, :, 0, 0]
+                    classes[i] = np.where(codes == MISSING_VALUE, 0, codes)
+            grid = site_grid(site.latitude, site.longitude, chip_size)
+            rows.append({"row": i, "site_id": site.site_id, "aoi_id": site.aoi_id, "split": split_of[site.site_id],
+                         "latitude": site.latitude, "longitude": site.longitude, "epsg": grid.epsg, "x0": grid.x0,
+                         "y0": grid.y0})
     if not any(split == "train" for split in map(split_of.get, sites["site_id"])):
         raise InputDataError("data/processed/splits/sites/assignments.parquet", "has no train site",
                              "Hold out fewer sites (split.sites.num_regions / region_size_km)")
