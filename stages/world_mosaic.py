@@ -3,7 +3,7 @@ from pathlib import Path
 
 from terrapipe.stage import run_stage
 
-RAW = Path("data/raw/sentinel")
+STORE = Path("data/processed/sentinel")
 OUT = Path("data/processed/figures")
 
 
@@ -12,7 +12,7 @@ def main(args):
     from terrapipe.report.world_mosaic import write_mosaic
 
     with atomic_path(OUT, directory=True) as tmp:
-        write_mosaic(RAW, tmp / "sample_world.png")
+        write_mosaic(STORE, tmp / "sample_world.png")
 
 
 if __name__ == "__main__":
