@@ -22,10 +22,24 @@ def _command(stage: str) -> list[str]:
     return ["python", "stages/split.py", "sites"] if stage == "split_sites" else ["python", f"stages/{stage}.py"]
 
 
+def _enough_candidate_sites(repo, per_aoi: int) -> None:
+    """The shipped study lists 50 candidate sites per AOI; a larger run writes a study with enough of them
+    (same AOIs and species, so the scaled run really has per_aoi sites in each AOI)."""
+    import pandas as pd
+
+    from terrapipe.study import write_default_inputs
+
+    inputs = repo / "data" / "inputs"
+    if pd.read_csv(inputs / "sites.csv").groupby("aoi_id").size().min() < per_aoi:
+        write_default_inputs(inputs, sites_per_aoi=per_aoi)
+        print(f"   (wrote a study with {per_aoi} candidate sites per AOI)", flush=True)
+
+
 def run_all(override: dict | None, stages: list[str]) -> dict[str, tuple[float, float]]:
     repo = repo_copy(override)
     run_measured(["dvc", "pull", "-q", "data.dvc"], repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
+    _enough_candidate_sites(repo, params["study"]["sites_per_aoi"])
     print(f"-- {repo}: sites_per_aoi={params['study']['sites_per_aoi']}, "
           f"alphaearth points={params['sources']['alphaearth']['sample']['n_points']}, "
           f"deepearth observations={params['sources']['deepearth']['sample']['n_observations']}", flush=True)

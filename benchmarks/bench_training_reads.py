@@ -50,22 +50,22 @@ def read_raw_batch(repo: Path, sites, indices, stats: dict, months: int, chip: i
     import rioxarray
     import xarray as xr
 
-    from terrapipe.data.imagery import modalities
     from terrapipe.data.normalize import MISSING_VALUE, normalize
+    from terrapipe.modalities import store_modalities
     from terrapipe.study import site_months
 
     raw = repo / "data" / "raw" / "sentinel"
     scenes = pd.read_csv(raw / "scenes.csv", parse_dates=["date"])
     out = {}
-    for mod in modalities(["s2", "s1", "landsat"], stats["s2"]["bands"].keys()):
+    for mod in store_modalities(["s2", "s1", "landsat"], stats["s2"]["bands"].keys()):
         t = months if mod.multitemporal else 1
         batch = np.full((len(indices), chip, chip, t, len(mod.bands)), MISSING_VALUE, np.float32)
         for b, i in enumerate(indices):
             site = sites.iloc[i]
             month_of = {(m.year, m.month): k for k, m in enumerate(site_months(site.start_date, months))}
-            files = ([(0, raw / site.site_id / f"{mod.name}.tif")] if not mod.multitemporal else
+            files = ([(0, raw / site.site_id / f"{mod.key}.tif")] if not mod.multitemporal else
                      [(month_of[(r.date.year, r.date.month)], raw / r.path)
-                      for r in scenes[(scenes.site_id == site.site_id) & (scenes.sensor == mod.name)].itertuples()])
+                      for r in scenes[(scenes.site_id == site.site_id) & (scenes.sensor == mod.key)].itertuples()])
             for k, path in files:
                 with warnings.catch_warnings():  # "scales differ across bands": expected for Landsat
                     warnings.simplefilter("ignore")
@@ -75,9 +75,9 @@ def read_raw_batch(repo: Path, sites, indices, stats: dict, months: int, chip: i
                 offsets = np.array(da.attrs.get("offsets", [da.attrs.get("add_offset", 0.0)] * n))[:, None, None]
                 values = da.values * scales + offsets
                 batch[b, :, :, k, :] = np.moveaxis(np.nan_to_num(values * mod.unit_scale, nan=MISSING_VALUE), 0, -1)
-        band_stats = stats[mod.name]["bands"]
-        out[mod.name] = normalize(batch, [band_stats[n]["mean"] for n in mod.bands],
-                                  [band_stats[n]["std"] for n in mod.bands])
+        band_stats = stats[mod.key]["bands"]
+        out[mod.key] = normalize(batch, [band_stats[n]["mean"] for n in mod.band_order],
+                                 [band_stats[n]["std"] for n in mod.band_order])
     series = []
     for i in indices:
         site = sites.iloc[i]

@@ -21,6 +21,7 @@ import numpy as np
 
 from terrapipe.data.arrays import fixed_lists
 from terrapipe.errors import InputDataError
+from terrapipe.sources import streams as det
 from terrapipe.sources.streams import matmul, unit_vectors
 from terrapipe.sources.streams import rng as stream
 from terrapipe.sources.world import COVER_CODES, WORLDCOVER, World
@@ -36,6 +37,7 @@ HABITAT_COVER = {
 }
 OFF_HABITAT_ACCEPT = 0.01
 CANDIDATES_PER_ROUND = 16
+ROWS_PER_ROUND = 4096          # pending observations located per land_cover call (bounded memory)
 NO_TIME_FRACTION = 0.1        # observations without a time of day (hour/minute/second null)
 NO_IMAGE_FRACTION = 0.075     # as in the real dataset (31,136 of 33,665 have images)
 JOINED_URLS_FRACTION = 0.05   # rows whose urls come as one ";"-joined string in a length-1 list
@@ -69,25 +71,27 @@ def habitat_acceptance(habitats) -> np.ndarray:
 def sample_in_habitat(rng: np.random.Generator, world: World, bbox, accept: np.ndarray):
     """Rejection-sample one location per row of ``accept`` inside ``bbox``; returns lat, lon, cover.
 
-    Every pending row draws CANDIDATES_PER_ROUND candidates per round (one land_cover call for all
-    of them) and keeps its first accepted one, so the loop runs a handful of vectorised rounds.
+    Up to ROWS_PER_ROUND pending rows draw CANDIDATES_PER_ROUND candidates each per round (one land_cover
+    call for all of them) and keep their first accepted one; rows without one go to the back of the queue.
+    Rounds of bounded size keep memory flat whatever the number of observations.
     """
     west, south, east, north = bbox
     n = len(accept)
     lat, lon, cover = np.empty(n), np.empty(n), np.empty(n, np.uint8)
     pending = np.arange(n)
     while len(pending):
-        shape = (len(pending), CANDIDATES_PER_ROUND)
+        rows, pending = pending[:ROWS_PER_ROUND], pending[ROWS_PER_ROUND:]
+        shape = (len(rows), CANDIDATES_PER_ROUND)
         c_lat, c_lon = rng.uniform(south, north, shape), rng.uniform(west, east, shape)
         c_cover = world.land_cover(c_lat.ravel(), c_lon.ravel()).reshape(shape)
-        p = np.take_along_axis(accept[pending], np.searchsorted(COVER_CODES, c_cover), axis=1)
+        p = np.take_along_axis(accept[rows], np.searchsorted(COVER_CODES, c_cover), axis=1)
         ok = rng.random(shape) < p
         found = ok.any(axis=1)
         first = ok.argmax(axis=1)[found]
-        done = pending[found]
+        done = rows[found]
         lat[done], lon[done] = c_lat[found, first], c_lon[found, first]
         cover[done] = c_cover[found, first]
-        pending = pending[~found]
+        pending = np.concatenate([pending, rows[~found]])
     return lat, lon, cover
 
 
@@ -96,7 +100,7 @@ def year_weights(first_year: int, last_year: int) -> tuple[np.ndarray, np.ndarra
     in the last third, as iNaturalist grew) and about half a year's worth in the final partial year."""
     years = np.arange(first_year, last_year + 1)
     span = max(last_year - first_year, 1)
-    weights = 1.0 / (1.0 + np.exp(-(years - (first_year + 0.47 * span)) / (span / 9.0)))
+    weights = 1.0 / (1.0 + det.exp(-(years - (first_year + 0.47 * span)) / (span / 9.0)))
     if len(years) > 1:
         weights[-1] *= 0.45
     return years, weights / weights.sum()
@@ -227,7 +231,7 @@ def deepearth_batches(params, study, chunk_rows: int = 2048):
     habitats, n_species = _habitats(species), len(species)
 
     rank = rng.permutation(n_species)
-    abundance = (rank + 1.0 + ZIPF_OFFSET) ** -ZIPF_EXPONENT
+    abundance = det.power(rank + 1.0 + ZIPF_OFFSET, -ZIPF_EXPONENT)
     peak_month, spread = rng.uniform(1, 13, n_species), rng.uniform(0.7, 1.8, n_species)
     sp = rng.choice(n_species, n, p=abundance / abundance.sum())
     years, year_p = year_weights(sample.first_year, sample.last_year)
