@@ -34,6 +34,7 @@ from terrapipe.data.arrays import NpyRows
 from terrapipe.data.normalize import MISSING_VALUE, RunningStats, normalize, stats_to_json
 from terrapipe.errors import InputDataError
 from terrapipe.modalities import Modality, store_modalities
+from terrapipe.parallel import ordered_map, process_pool
 from terrapipe.sources.landscape import LAND_USE_FILE
 
 log = logging.getLogger("terrapipe.imagery")
@@ -117,30 +118,6 @@ def site_sample(raw_dir: Path, site_id: str, modality: Modality, scenes, months:
     return out
 
 
-READ_AHEAD_SITES = 16  # sites decoded ahead of the writer: bounds memory whatever the store size
-
-
-def _ordered_map(pool, fn, jobs, window: int):
-    """``pool.map`` in order, with at most ``window`` results in flight (map would queue them all)."""
-    from collections import deque
-
-    jobs = iter(jobs)
-    pending = deque(pool.submit(fn, job) for _, job in zip(range(window), jobs))
-    while pending:
-        result = pending.popleft().result()
-        for job in jobs:  # refill by one
-            pending.append(pool.submit(fn, job))
-            break
-        yield result
-
-
-def _reader_pool():
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1))
-
-
 def _read_site(job) -> tuple[dict, np.ndarray | None]:
     """One site's samples per modality (and its land-use labels), read inside one GDAL environment."""
     import rasterio
@@ -200,8 +177,8 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
     site_list = list(sites.itertuples(index=False))
     jobs = [(raw_dir, site.site_id, (tuple(sensors), tuple(s2_bands)), {m.key: by_site_sensor.get((site.site_id, m.key), []) for m in mods},
              site_months(site.start_date, months), chip_size, land_use is not None) for site in site_list]
-    with _reader_pool() as pool:  # decoding ~30 small GeoTIFFs per site is the work: one process per core
-        samples = _ordered_map(pool, _read_site, jobs, window=READ_AHEAD_SITES)
+    with process_pool() as pool:  # decoding ~30 small GeoTIFFs per site is the work: one process per core
+        samples = ordered_map(pool, _read_site, jobs)
         for i, (site, (site_samples, labels)) in enumerate(tqdm(zip(site_list, samples), total=n,
                                                                   desc="normalize_sentinel", unit="site", mininterval=2)):
             timestamps[i] = acquisition_days(jobs[i][4], by_site_sensor, site.site_id)

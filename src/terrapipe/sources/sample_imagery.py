@@ -176,18 +176,17 @@ def fetch_sentinel(params, study, out_dir: Path) -> None:
     Sites are independent (each has its own named random streams), so they are written by a pool of
     processes, one per core: the work is many small numpy operations that would hold the GIL in threads.
     """
-    import os
-    from concurrent.futures import ProcessPoolExecutor
     from types import SimpleNamespace
 
     import pandas as pd
     from tqdm import tqdm
 
+    from terrapipe.parallel import ordered_map, process_pool
+
     world = World(params.seed)
     sites = [SimpleNamespace(**row) for row in study.sites.to_dict("records")]
-    workers = max(1, min(len(sites), os.cpu_count() or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        jobs = pool.map(_write_site_in_env, [(out_dir, world, site, params) for site in sites], chunksize=4)
+    with process_pool() as pool:
+        jobs = ordered_map(pool, _write_site_in_env, ((out_dir, world, site, params) for site in sites))
         per_site = list(tqdm(jobs, total=len(sites), desc="fetch_sentinel[sample]", unit="site", mininterval=2))
     rows = [{"site_id": site.site_id, "sensor": sensor, "date": f"{date:%Y-%m-%d}",
              "path": str(path.relative_to(out_dir)), "scene_id": f"sample:{sensor}:{site.site_id}:{date:%Y%m%d}",
