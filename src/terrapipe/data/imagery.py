@@ -175,13 +175,14 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
     timestamps = np.zeros((n, months, 3), np.int32)
     rows = []
     site_list = list(sites.itertuples(index=False))
-    jobs = [(raw_dir, site.site_id, (tuple(sensors), tuple(s2_bands)), {m.key: by_site_sensor.get((site.site_id, m.key), []) for m in mods},
-             site_months(site.start_date, months), chip_size, land_use is not None) for site in site_list]
+    jobs = ((raw_dir, site.site_id, (tuple(sensors), tuple(s2_bands)),  # made as the pool asks: flat memory
+             {m.key: by_site_sensor.get((site.site_id, m.key), []) for m in mods},
+             site_months(site.start_date, months), chip_size, land_use is not None) for site in site_list)
     with process_pool() as pool:  # decoding ~30 small GeoTIFFs per site is the work: one process per core
         samples = ordered_map(pool, _read_site, jobs)
         for i, (site, (site_samples, labels)) in enumerate(tqdm(zip(site_list, samples), total=n,
                                                                   desc="normalize_sentinel", unit="site", mininterval=2)):
-            timestamps[i] = acquisition_days(jobs[i][4], by_site_sensor, site.site_id)
+            timestamps[i] = acquisition_days(site_months(site.start_date, months), by_site_sensor, site.site_id)
             if land_use is not None:
                 land_use[i] = labels
             is_train = split_of[site.site_id] == "train"

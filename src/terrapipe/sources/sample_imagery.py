@@ -170,27 +170,31 @@ def _write_site_in_env(args) -> list[tuple]:
         return write_site(out_dir, world, site, params)
 
 
+SCENE_COLUMNS = ("site_id", "sensor", "date", "path", "scene_id", "source")
+
+
 def fetch_sentinel(params, study, out_dir: Path) -> None:
     """Generate every selected site's chips into ``out_dir`` and list them in scenes.csv.
 
     Sites are independent (each has its own named random streams), so they are written by a pool of
     processes, one per core: the work is many small numpy operations that would hold the GIL in threads.
+    scenes.csv is written as sites finish, in site order, so memory does not grow with the study.
     """
+    import csv
     from types import SimpleNamespace
 
-    import pandas as pd
     from tqdm import tqdm
 
     from terrapipe.parallel import ordered_map, process_pool
 
     world = World(params.seed)
     sites = [SimpleNamespace(**row) for row in study.sites.to_dict("records")]
-    with process_pool() as pool:
+    with process_pool() as pool, open(out_dir / "scenes.csv", "w", newline="") as listing:
+        writer = csv.writer(listing, lineterminator="\n")
+        writer.writerow(SCENE_COLUMNS)
         jobs = ordered_map(pool, _write_site_in_env, ((out_dir, world, site, params) for site in sites))
-        per_site = list(tqdm(jobs, total=len(sites), desc="fetch_sentinel[sample]", unit="site", mininterval=2))
-    rows = [{"site_id": site.site_id, "sensor": sensor, "date": f"{date:%Y-%m-%d}",
-             "path": str(path.relative_to(out_dir)), "scene_id": f"sample:{sensor}:{site.site_id}:{date:%Y%m%d}",
-             "source": "sample"}
-            for site, site_rows in zip(sites, per_site) for path, sensor, date in site_rows]
-    pd.DataFrame(rows, columns=["site_id", "sensor", "date", "path", "scene_id", "source"]).to_csv(
-        out_dir / "scenes.csv", index=False)
+        for site, site_rows in zip(sites, tqdm(jobs, total=len(sites), desc="fetch_sentinel[sample]", unit="site",
+                                               mininterval=2)):
+            writer.writerows((site.site_id, sensor, f"{date:%Y-%m-%d}", str(path.relative_to(out_dir)),
+                              f"sample:{sensor}:{site.site_id}:{date:%Y%m%d}", "sample")
+                             for path, sensor, date in site_rows)
