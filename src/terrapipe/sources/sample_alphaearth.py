@@ -127,5 +127,5 @@ def fetch_alphaearth(params, study, out_dir: Path) -> None:
     import torch
 
     frame, embeddings, _ = sample_alphaearth(params, study)
-    frame.to_csv(Path(out_dir) / "alphaearth_metadata.csv", index=False)
+    frame.to_csv(Path(out_dir) / "alphaearth_metadata.csv", index=False, chunksize=10_000)  # bounded text buffers
     torch.save(torch.from_numpy(embeddings), Path(out_dir) / "alphaearth_embeddings.pt")
