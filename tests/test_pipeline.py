@@ -76,7 +76,7 @@ def test_a_param_change_reruns_only_its_dependants(repo):
     assert _stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout) == ["split@deepearth"]
     _set_params(repo, {"normalize": {"std_multiplier": 3.0}})
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
-        "normalize_era5", "normalize_sentinel"]
+        "normalize_era5", "normalize_sentinel", "world_mosaic"]  # the mosaic reads the (re-normalized) store
 
 
 def test_a_failing_stage_keeps_previous_outputs(repo):
