@@ -108,11 +108,12 @@ def sample_alphaearth(params, study):
     rng, world, n = stream(params.seed, "alphaearth"), World(params.seed), sample.n_points
     boxes = [tuple(box) for box in study.aois[["west", "south", "east", "north"]].itertuples(index=False)]
     lat, lon = _uniform_in_boxes(rng, boxes + [study.deepearth_bbox], n)
-    elev = world.elevation(lat, lon) + rng.normal(0.0, 2.0, n)
+    elev = rng.normal(0.0, 2.0, n)                 # DEM noise; the terrain is added chunk by chunk below
     years, dates = _iso_dates(rng, n, *ALPHAEARTH_YEARS)
     emb = np.empty((n, EMBEDDING_DIM), np.float32)
     for start in range(0, n, POINTS_PER_CHUNK):  # the world's fields need ~1 kB per point: bound it
         rows = np.arange(start, min(start + POINTS_PER_CHUNK, n))
+        elev[rows] += world.elevation(lat[rows], lon[rows])
         codes = np.empty(len(rows), np.uint8)
         for year in np.unique(years[rows]):       # the land use of each point's own year
             same = years[rows] == year
