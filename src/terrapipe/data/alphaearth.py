@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from terrapipe.data.arrays import NpyRows
 from terrapipe.errors import InputDataError
 
 log = logging.getLogger("terrapipe")
@@ -32,6 +33,7 @@ log = logging.getLogger("terrapipe")
 METADATA_FILE = "alphaearth_metadata.csv"
 EMBEDDINGS_FILE = "alphaearth_embeddings.pt"
 REQUIRED_COLUMNS = ("latitude", "longitude", "elevation_m", "event_date")
+ROWS_PER_WRITE = 20_000  # kept embeddings written per block
 EMBEDDING_DIM = 64
 SENTINELS = (9999.0, 32767.0)
 DROP_REASONS = ("missing_elevation", "unparseable_date", "nonfinite_coordinates", "elevation_sentinel",
@@ -87,7 +89,7 @@ def drop_reasons(lat, lon, elev, t_norm, date_ok, embeddings, params) -> np.ndar
 def clean_points(frame, embeddings: np.ndarray, params):
     """Apply the filters to the raw metadata frame and its aligned float32 embeddings.
 
-    Returns (points DataFrame, coords float32 [N, 4], embeddings float32 [N, 64], report dict).
+    Returns (points DataFrame, coords float32 [N, 4], keep mask over the input rows, report dict).
     """
     import pandas as pd
 
@@ -124,7 +126,7 @@ def clean_points(frame, embeddings: np.ndarray, params):
         "time": {"origin_year": params.time_origin_year, "span_years": params.time_span_years,
                  "t_norm": "(fractional_year - origin_year) / span_years"},
     }
-    return points, coords, embeddings[keep], report
+    return points, coords, keep, report
 
 
 def read_raw(raw_dir: str | Path):
@@ -168,10 +170,15 @@ def clean_alphaearth(raw_dir: str | Path, out_dir: str | Path, cleaning_params) 
 
     out_dir = Path(out_dir)
     frame, embeddings = read_raw(raw_dir)
-    points, coords, kept, report = clean_points(frame, embeddings, cleaning_params)
+    points, coords, keep, report = clean_points(frame, embeddings, cleaning_params)
+    del frame
     points.to_parquet(out_dir / "points.parquet", index=False)
     np.save(out_dir / "coords.npy", coords)
-    np.save(out_dir / "embeddings.npy", kept)
+    kept_rows = np.flatnonzero(keep)
+    store = NpyRows(out_dir / "embeddings.npy", np.float32, (len(kept_rows), EMBEDDING_DIM))
+    for first in range(0, len(kept_rows), ROWS_PER_WRITE):  # no second full copy of the embeddings
+        store.write_rows(first, embeddings[kept_rows[first:first + ROWS_PER_WRITE]])
+    store.close()
     write_json(out_dir / "cleaning_report.json", report)
     log.info("alphaearth: kept %d of %d points; dropped %s", report["rows_out"], report["rows_in"],
              {k: v for k, v in report["dropped"].items() if v})
