@@ -18,7 +18,7 @@ from terrapipe.sources.landscape import area_fraction, land_use, worldcover
 from terrapipe.sources.world import World, lonlat_to_xyz
 
 # Landsat reflective bands seen through the S2-like surface reflectance of the same place.
-LANDSAT_FROM_S2 = {"B1": "B02", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B8A", "B6": "B11", "B7": "B12"}
+LANDSAT_FROM_S2 = {"B1": "B01", "B2": "B02", "B3": "B03", "B4": "B04", "B5": "B8A", "B6": "B11", "B7": "B12"}
 
 
 def native_resolution(field: np.ndarray, native_m: float) -> np.ndarray:
@@ -113,7 +113,6 @@ def landsat_physical(s: SiteSurface, t: int, rng: np.random.Generator) -> dict:
     (B10, B11), band name -> (H, W) before native-resolution averaging."""
     refl = s2_reflectance(s, t, rng)
     layers = {ls: refl[s2] for ls, s2 in LANDSAT_FROM_S2.items()}
-    layers["B1"] = refl["B01"]
     layers["B8"] = (0.3 * refl["B02"] + 0.4 * refl["B03"] + 0.3 * refl["B04"])
     layers["B9"] = 0.004 * det.lognormal(rng, 0.0, 0.3, s.land_use.shape)            # cirrus band: near-black
     weather = rng.normal(0.0, 4.5, 1)                                        # the overpass day vs the month
