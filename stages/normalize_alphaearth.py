@@ -1,7 +1,9 @@
 """DVC stage normalize_alphaearth: data/raw/alphaearth/ -> data/processed/alphaearth/ (DeepEarth's filters, every drop counted)."""
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe import paths
 from terrapipe.stage import run_stage
 
-RAW, OUT = "data/raw/alphaearth", "data/processed/alphaearth"
+RAW, OUT = paths.raw("alphaearth"), paths.processed("alphaearth")
 
 
 def main(args):

@@ -1,7 +1,9 @@
 """DVC stage normalize_deepearth: data/raw/deepearth/ -> data/processed/deepearth/ (tidy tables + aligned embedding matrices)."""
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe import paths
 from terrapipe.stage import run_stage
 
-RAW, OUT = "data/raw/deepearth", "data/processed/deepearth"
+RAW, OUT = paths.raw("deepearth"), paths.processed("deepearth")
 
 
 def main(args):

@@ -1,11 +1,10 @@
 """DVC stage normalize_era5: raw ERA5 files -> per-site monthly series [N, T, 6] with train-split stats."""
-from pathlib import Path
-
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe import paths
 from terrapipe.stage import run_stage
 
-RAW = Path("data/raw/era5")
-SITE_SPLIT = Path("data/processed/splits/sites/assignments.parquet")
-OUT = Path("data/processed/era5")
+RAW, OUT = paths.raw("era5"), paths.processed("era5")
+SITE_SPLIT = paths.split_assignments("sites")
 
 
 def main(args):

@@ -1,11 +1,10 @@
 """DVC stage normalize_sentinel: raw chips -> memory-mapped training store with train-split stats."""
-from pathlib import Path
-
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe import paths
 from terrapipe.stage import run_stage
 
-RAW = Path("data/raw/sentinel")
-SITE_SPLIT = Path("data/processed/splits/sites/assignments.parquet")
-OUT = Path("data/processed/sentinel")
+RAW, OUT = paths.raw("sentinel"), paths.processed("sentinel")
+SITE_SPLIT = paths.split_assignments("sites")
 
 
 def main(args):

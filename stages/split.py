@@ -2,9 +2,9 @@
 
 python stages/split.py {sites,deepearth,alphaearth}; see terrapipe.data.split_io for the outputs.
 """
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe import paths
 from terrapipe.stage import run_stage
-
-DATASETS = ("alphaearth", "deepearth", "sites")
 
 
 def main(args) -> None:
@@ -15,4 +15,4 @@ def main(args) -> None:
 
 if __name__ == "__main__":
     run_stage(main, __doc__, extra_args=lambda parser: parser.add_argument(
-        "dataset", choices=DATASETS, help="which point dataset to split"))
+        "dataset", choices=paths.SPLIT_DATASETS, help="which point dataset to split"))

@@ -1,10 +1,9 @@
 """DVC stage world_mosaic: a figure of sample chips beside their land-use labels (README, 'The sample world')."""
-from pathlib import Path
-
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe import paths
 from terrapipe.stage import run_stage
 
-STORE = Path("data/processed/sentinel")
-OUT = Path("data/processed/figures")
+STORE, OUT = paths.processed("sentinel"), paths.FIGURES
 
 
 def main(args):

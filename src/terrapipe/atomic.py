@@ -3,15 +3,23 @@
 A stage that fails (or is interrupted) therefore leaves the previous outputs untouched, and a reader
 never sees a half-written file. The temporary path is a sibling so that the rename stays on one
 filesystem (os.replace is atomic there).
+
+A run killed with SIGKILL cannot clean up: its ``.<name>.tmp-*`` sibling stays behind (GB at scale).
+The next ``atomic_path`` on the same target removes such leftovers first, and if the kill fell between
+the two renames of a directory swap (target gone, ``.<name>.old-*`` present) it puts the old tree back.
+Only one run writes a given output at a time (DVC holds a repository lock), so leftovers are stale.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
+
+log = logging.getLogger("terrapipe")
 
 
 def _tmp_sibling(path: Path, tag: str) -> Path:
@@ -25,6 +33,24 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _size_mb(path: Path) -> float:
+    files = path.rglob("*") if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink()) / 1e6
+
+
+def remove_stale(target: Path) -> None:
+    """Clean up after a killed run on ``target``: restore a swapped-out old tree, drop temporaries."""
+    leftovers = sorted(target.parent.glob(f".{target.name}.tmp-*")) + sorted(target.parent.glob(f".{target.name}.old-*"))
+    for path in leftovers:
+        if path.name.startswith(f".{target.name}.old-") and not target.exists():
+            os.replace(path, target)
+            log.warning("restored %s from %s (an earlier run was killed between two renames)", target, path.name)
+            continue
+        size = _size_mb(path)
+        _remove(path)
+        log.info("removed %s (%.1f MB) left by an earlier killed run", path, size)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, directory: bool = False):
     """Yield a temporary path; on clean exit move it to ``target`` (file or whole directory).
@@ -34,6 +60,7 @@ def atomic_path(target: str | os.PathLike, *, directory: bool = False):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target)
     tmp = _tmp_sibling(target, "tmp")
     if directory:
         tmp.mkdir()

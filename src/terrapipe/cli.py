@@ -10,9 +10,7 @@ import json
 import subprocess
 import sys
 
-STAGES = ("fetch_era5", "fetch_sentinel", "fetch_alphaearth", "fetch_deepearth", "split_sites",
-          "normalize_era5", "normalize_sentinel", "normalize_alphaearth", "normalize_deepearth",
-          "split@deepearth", "split@alphaearth")
+from terrapipe.paths import INPUTS, STAGES
 
 
 def _cmd_run(args) -> int:
@@ -92,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     params.set_defaults(func=_cmd_params)
 
     inputs = sub.add_parser("inputs", help="write the default study definition (AOIs, sites, species)")
-    inputs.add_argument("--dir", default="data/inputs")
+    inputs.add_argument("--dir", default=str(INPUTS))
     inputs.add_argument("--sites-per-aoi", type=int, default=50)
     inputs.set_defaults(func=_cmd_inputs)
     return parser

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from terrapipe import paths
 from terrapipe.errors import InputDataError
 from terrapipe.sources.florida_species import DEFAULT_SPECIES
 
-INPUTS_DIR = Path("data/inputs")
+INPUTS_DIR = paths.INPUTS
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Study:
 
 def _read_csv(path: Path, required: dict[str, str]) -> pd.DataFrame:
     if not path.exists():
-        raise InputDataError(path, "missing", "Run `dvc pull data.dvc` (or `terrapipe inputs init`) to get the study definition")
+        raise InputDataError(path, "missing", "Run `dvc pull data.dvc` (or `terrapipe inputs` for the default one) to get the study definition")
     try:
         frame = pd.read_csv(path, dtype={c: "string" for c, kind in required.items() if kind == "str"})
     except Exception as exc:  # noqa: BLE001 - any parse failure is reported the same way
@@ -209,13 +210,19 @@ def write_default_inputs(inputs_dir: str | Path = INPUTS_DIR, sites_per_aoi: int
         (tmp / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
 
 
+def _split_stage(path: Path) -> str:
+    """The stage that writes a split folder (split_sites, or split@<dataset>)."""
+    dataset = path.parent.name
+    return "split_sites" if dataset == "sites" else f"split@{dataset}"
+
+
 def read_split_assignments(path: str | Path) -> dict[str, str]:
     """id -> 'train' / 'test' from a split stage's assignments.parquet (e.g. the site split)."""
     path = Path(path)
     try:
         frame = pd.read_parquet(path, columns=["id", "split"])
     except FileNotFoundError:
-        raise InputDataError(path, "missing", "Run the split stage first (`dvc repro split@sites`)") from None
+        raise InputDataError(path, "missing", f"Run the split stage that writes it first (`dvc repro {_split_stage(path)}`)") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise InputDataError(path, f"unreadable or lacks columns id/split ({exc})", "Re-run the split stage") from None
+        raise InputDataError(path, f"unreadable or lacks columns id/split ({exc})", f"Re-run `dvc repro {_split_stage(path)}`") from None
     return dict(zip(frame["id"].astype(str), frame["split"].astype(str)))

@@ -22,12 +22,13 @@ from terrapipe.data.split import (
     spatiotemporal_split,
     split_to_json,
 )
+from terrapipe import paths
 from terrapipe.errors import InputDataError
 
 log = logging.getLogger("terrapipe")
-SPLITS_DIR = Path("data/processed/splits")
-DEEPEARTH_INPUT = Path("data/processed/deepearth/observations.parquet")
-ALPHAEARTH_INPUT = Path("data/processed/alphaearth/points.parquet")
+SPLITS_DIR = paths.SPLITS
+DEEPEARTH_INPUT = paths.processed("deepearth") / "observations.parquet"
+ALPHAEARTH_INPUT = paths.processed("alphaearth") / "points.parquet"
 MAPPINGS_PARQUET = "observation_mappings.parquet"
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from terrapipe import paths
 from terrapipe.errors import InputDataError
 from terrapipe.modalities import ERA5, Modality, modality
 
-SENTINEL_DIR = Path("data/processed/sentinel")
-ERA5_DIR = Path("data/processed/era5")
+SENTINEL_DIR = paths.processed("sentinel")
+ERA5_DIR = paths.processed("era5")
 
 
 class TrainingStore:

@@ -14,11 +14,12 @@ import os
 import shutil
 from pathlib import Path
 
+from terrapipe import paths
 from terrapipe.errors import InputDataError
 from terrapipe.sources.transfer import RetryPolicy, download, redact, remote_info, with_retries
 
 log = logging.getLogger("terrapipe.alphaearth")
-PREVIOUS = Path("data/raw/alphaearth")
+PREVIOUS = paths.raw("alphaearth")
 FILES = {"metadata": "alphaearth_metadata.csv", "embeddings": "alphaearth_embeddings.pt"}
 METADATA_COLUMNS = ("latitude", "longitude", "elevation_m", "event_date")
 

@@ -1,0 +1,58 @@
+"""Every data path and pipeline stage name, once.
+
+Stage scripts, the library's fix hints, the CLI and the tests take them from here; dvc.yaml cannot
+import Python, so tests/test_dvc_contract.py checks that its stages, outputs and dependencies agree.
+Paths are relative to the repository root, where DVC runs every stage.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+INPUTS = Path("data/inputs")          # the study definition (data.dvc)
+RAW = Path("data/raw")                # fetch_<dataset> outputs, one folder per dataset
+PROCESSED = Path("data/processed")    # normalize_<dataset> outputs
+SPLITS = PROCESSED / "splits"         # split_sites and split@<dataset> outputs
+QUALITY = Path("data/quality")        # validate@<group> outputs (reports; Data Docs under docs/)
+FIGURES = PROCESSED / "figures"
+
+DATASETS = ("era5", "sentinel", "alphaearth", "deepearth")
+SPLIT_DATASETS = ("sites", "deepearth", "alphaearth")
+VALIDATION_GROUPS = ("imagery", "points")  # validate@imagery: sentinel + ERA5 + site split; @points: the rest
+
+# The pipeline's stages in dvc.yaml's order (foreach stages as DVC names them: split@deepearth).
+STAGES = ("check_params",
+          *(f"fetch_{d}" for d in DATASETS),
+          "split_sites",
+          *(f"normalize_{d}" for d in DATASETS),
+          "split@deepearth", "split@alphaearth",
+          *(f"validate@{g}" for g in VALIDATION_GROUPS),
+          "world_mosaic")
+
+
+def raw(dataset: str) -> Path:
+    """The raw folder of one dataset: what its fetch stage writes."""
+    return RAW / dataset
+
+
+def processed(dataset: str) -> Path:
+    """The processed folder of one dataset: what its normalize stage writes."""
+    return PROCESSED / dataset
+
+
+def split_dir(dataset: str) -> Path:
+    """The split@<dataset> output folder."""
+    return SPLITS / dataset
+
+
+def split_assignments(dataset: str) -> Path:
+    """The per-point train/test table that downstream stages join on."""
+    return split_dir(dataset) / "assignments.parquet"
+
+
+def quality_dir(group: str) -> Path:
+    """The validate@<group> output folder (its report.json is what training stages depend on)."""
+    return QUALITY / group
+
+
+PARAMS_CHECK = QUALITY / "params.json"  # check_params: the resolved, validated params.yaml
+DATA_DOCS = QUALITY / "docs"           # GX Data Docs sites, one per validation group (not DVC-tracked)
