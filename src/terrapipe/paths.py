@@ -12,12 +12,12 @@ INPUTS = Path("data/inputs")          # the study definition (data.dvc)
 RAW = Path("data/raw")                # fetch_<dataset> outputs, one folder per dataset
 PROCESSED = Path("data/processed")    # normalize_<dataset> outputs
 SPLITS = PROCESSED / "splits"         # split_sites and split@<dataset> outputs
-QUALITY = Path("data/quality")        # validate@<group> outputs (reports; Data Docs under docs/)
+QUALITY = Path("data/quality")        # validate_<group> outputs (reports; Data Docs under docs/)
 FIGURES = PROCESSED / "figures"
 
 DATASETS = ("era5", "sentinel", "alphaearth", "deepearth")
 SPLIT_DATASETS = ("sites", "deepearth", "alphaearth")
-VALIDATION_GROUPS = ("imagery", "points")  # validate@imagery: sentinel + ERA5 + site split; @points: the rest
+VALIDATION_GROUPS = ("imagery", "points")  # validate_imagery: sentinel + ERA5 + site split; _points: the rest
 
 # The pipeline's stages in dvc.yaml's order (foreach stages as DVC names them: split@deepearth).
 STAGES = ("check_params",
@@ -25,7 +25,7 @@ STAGES = ("check_params",
           "split_sites",
           *(f"normalize_{d}" for d in DATASETS),
           "split@deepearth", "split@alphaearth",
-          *(f"validate@{g}" for g in VALIDATION_GROUPS),
+          *(f"validate_{g}" for g in VALIDATION_GROUPS),
           "world_mosaic")
 
 
@@ -50,7 +50,7 @@ def split_assignments(dataset: str) -> Path:
 
 
 def quality_dir(group: str) -> Path:
-    """The validate@<group> output folder (its report.json is what training stages depend on)."""
+    """The validate_<group> output folder (its report.json is what training stages depend on)."""
     return QUALITY / group
 
 

@@ -1,0 +1,104 @@
+"""Data contracts as plain data: a ``Table`` to check and the ``Check`` expectations it must meet.
+
+Nothing here imports Great Expectations: building the tables and stating the contracts is pure and
+cheap to test; terrapipe.data.validation.gx turns each Check into a GX expectation and runs them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation: the GX class name, its keyword arguments and why the contract holds."""
+    expectation: str            # e.g. "ExpectColumnValuesToBeBetween"
+    kwargs: dict
+    why: str
+
+    @property
+    def column(self) -> str | None:
+        return self.kwargs.get("column") or self.kwargs.get("column_A")
+
+    @property
+    def where(self) -> str | None:
+        return self.kwargs.get("row_condition")
+
+    def describe(self) -> str:
+        """A one-line statement of the contract, for error messages."""
+        args = {k: v for k, v in self.kwargs.items() if k not in ("row_condition", "condition_parser")}
+        text = f"{self.expectation}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+        return f"{text} where {self.where}" if self.where else text
+
+
+@dataclass(frozen=True)
+class Table:
+    """A data set (or a per-file / per-site summary of one) with the contracts it must meet."""
+    name: str                   # its name in Data Docs and error messages, e.g. "sentinel_raw_files"
+    source: str                 # the file(s) it was built from
+    frame: pd.DataFrame = field(repr=False)
+    key_columns: tuple[str, ...]  # the columns that identify a row in a failure report
+    checks: tuple[Check, ...]
+
+
+def _where(kwargs: dict, where: str | None) -> dict:
+    return {**kwargs, "row_condition": where, "condition_parser": "pandas"} if where else kwargs
+
+
+def between(column: str, low: float | None, high: float | None, why: str, *, where: str | None = None,
+            mostly: float = 1.0) -> Check:
+    kwargs = {"column": column, "min_value": low, "max_value": high}
+    if mostly < 1.0:
+        kwargs["mostly"] = mostly
+    return Check("ExpectColumnValuesToBeBetween", _where(kwargs, where), why)
+
+
+def mean_between(column: str, low: float, high: float, why: str, *, where: str | None = None) -> Check:
+    return Check("ExpectColumnMeanToBeBetween", _where({"column": column, "min_value": low, "max_value": high}, where), why)
+
+
+def in_set(column: str, values, why: str, *, where: str | None = None) -> Check:
+    return Check("ExpectColumnValuesToBeInSet", _where({"column": column, "value_set": sorted(values)}, where), why)
+
+
+def equal_pair(column_a: str, column_b: str, why: str) -> Check:
+    return Check("ExpectColumnPairValuesToBeEqual", {"column_A": column_a, "column_B": column_b}, why)
+
+
+def a_at_least_b(column_a: str, column_b: str, why: str) -> Check:
+    return Check("ExpectColumnPairValuesAToBeGreaterThanB",
+                 {"column_A": column_a, "column_B": column_b, "or_equal": True}, why)
+
+
+def not_null(column: str, why: str) -> Check:
+    return Check("ExpectColumnValuesToNotBeNull", {"column": column}, why)
+
+
+def unique(column: str, why: str) -> Check:
+    return Check("ExpectColumnValuesToBeUnique", {"column": column}, why)
+
+
+def rows_at_least(n: int, why: str) -> Check:
+    return Check("ExpectTableRowCountToBeBetween", {"min_value": n, "max_value": None}, why)
+
+
+def kind_of(series: pd.Series) -> str:
+    """The dtype family readers rely on (GX's type-list check cannot tell pandas 3 string dtypes apart)."""
+    api = pd.api.types
+    for kind, test in (("boolean", api.is_bool_dtype), ("integer", api.is_integer_dtype), ("float", api.is_float_dtype),
+                       ("datetime", api.is_datetime64_any_dtype), ("string", api.is_string_dtype)):
+        if test(series):
+            return kind
+    return str(series.dtype)
+
+
+def schema_table(name: str, source: str, frame: pd.DataFrame, expected: dict[str, str]) -> Table:
+    """One row per expected column: the dtype family it has ("missing" if absent) beside the one it must have."""
+    rows = [(column, kind_of(frame[column]) if column in frame else "missing", want) for column, want in expected.items()]
+    table = pd.DataFrame(rows, columns=["column", "kind", "expected_kind"])
+    return Table(f"{name}_schema", source, table, ("column",),
+                 (equal_pair("kind", "expected_kind", "the columns and dtypes downstream readers rely on"),))
+
+
+INT, FLOAT, TEXT, BOOL, TIME = "integer", "float", "string", "boolean", "datetime"

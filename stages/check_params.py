@@ -1,0 +1,18 @@
+"""DVC stage check_params: the whole params.yaml validated whenever it changes -> data/quality/params.json.
+
+Every stage validates params.yaml before it works, but only stages that re-run do so; this one depends on
+the file itself, so a misspelt key in a section no stage tracks stops `dvc repro` too.
+"""
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe import paths
+from terrapipe.stage import run_stage
+
+
+def main(args) -> None:
+    from terrapipe.atomic import write_json
+
+    write_json(paths.PARAMS_CHECK, args.params_obj.model_dump(mode="json"))
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__)
