@@ -1,0 +1,72 @@
+"""dvc.yaml agrees with the code: stage names and outputs from terrapipe.paths, deps cover every import."""
+import re
+
+import pytest
+
+from terrapipe import paths
+from terrapipe.cli import build_parser
+from terrapipe.testing.pipeline_contract import REPO, imported_files, missing_deps, pipeline_stages
+
+
+@pytest.fixture(scope="module")
+def stages():
+    return {stage.addressing: stage for stage in pipeline_stages()}
+
+
+def expected_out(name: str) -> str:
+    """Where terrapipe.paths says a stage writes."""
+    kind, _, item = name.replace("@", "_").partition("_")
+    if name == "check_params":
+        return str(paths.PARAMS_CHECK)
+    if name == "world_mosaic":
+        return str(paths.FIGURES)
+    return str({"fetch": paths.raw, "normalize": paths.processed, "split": paths.split_dir,
+                "validate": paths.quality_dir}[kind](item))
+
+
+def test_dvc_yaml_declares_the_stages_of_terrapipe_paths_in_order(stages):
+    assert list(stages) == list(paths.STAGES)
+    for name, stage in stages.items():
+        assert [out.def_path for out in stage.outs] == [expected_out(name)], name
+
+
+def test_every_stage_lists_every_terrapipe_file_it_imports():
+    missing = missing_deps()
+    assert not missing, ("dvc.yaml misses code deps (run `python -m terrapipe.testing.pipeline_contract --write`): "
+                         f"{missing}")
+
+
+def test_the_import_walk_sees_lazy_imports_and_sibling_helpers():
+    files = {str(f.relative_to(REPO)) for f in imported_files(REPO / "stages" / "normalize_sentinel.py")}
+    assert {"stages/_interpreter.py", "src/terrapipe/data/imagery.py", "src/terrapipe/grid.py",
+            "src/terrapipe/data/arrays.py", "src/terrapipe/study.py"} <= files
+
+
+def test_training_data_is_validated_before_use(stages):
+    """The validate stages read every processed data set (the next stages depend on their reports)."""
+    validated = {d.def_path for name in ("validate_imagery", "validate_points") for d in stages[name].deps}
+    for dataset in paths.DATASETS:
+        assert str(paths.processed(dataset)) in validated
+    for dataset in paths.SPLIT_DATASETS:
+        assert str(paths.split_dir(dataset)) in validated
+
+
+def _hints():
+    pattern = re.compile(r"`(dvc repro|terrapipe) ([^`]*)`")
+    for path in sorted((REPO / "src" / "terrapipe").rglob("*.py")):
+        for match in pattern.finditer(path.read_text()):
+            yield path.relative_to(REPO), match.group(1), match.group(2).split()
+
+
+def test_fix_hints_name_stages_and_commands_that_exist():
+    commands = set(build_parser()._subparsers._group_actions[0].choices)
+    found = 0
+    for path, tool, words in _hints():
+        names = [w for w in words if not w.startswith(("-", "{", "<"))]  # f-string fields and <placeholders> aside
+        if tool == "dvc repro":
+            unknown = [n for n in names if n not in paths.STAGES]
+            assert not unknown, f"{path}: `dvc repro {' '.join(words)}` names no stage"
+        elif names:
+            assert names[0] in commands, f"{path}: `terrapipe {' '.join(words)}` is no command"
+        found += 1
+    assert found > 10
