@@ -3,15 +3,18 @@ that answers each request with the sample world's NetCDF, with injected faults a
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import shutil
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 import xarray as xr
 import yaml
 from conftest import SMALL_PARAMS, deep_update, run_stage
@@ -19,18 +22,20 @@ from conftest import SMALL_PARAMS, deep_update, run_stage
 from terrapipe.config import parse_params
 from terrapipe.data.era5 import open_era5
 from terrapipe.data.normalize import MISSING_VALUE
-from terrapipe.errors import TerrapipeError
+from terrapipe.errors import InputDataError, TerrapipeError
 from terrapipe.modalities import ERA5_VARIABLES
 from terrapipe.sources import transfer
 from terrapipe.sources.era5 import fetch_cds
 from terrapipe.sources.sample_era5 import era5_requests, fetch_era5
 from terrapipe.sources.transfer import PermanentError
 from terrapipe.study import load_study
-from terrapipe.testing.fake_cds import FakeCDS
+from terrapipe.testing.fake_cds import CUT_BYTES, FakeCDS
 
 FAST_RETRY = {"attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.02}
 TARGETS = ["era5_central-florida_2024.nc", "era5_finland-tampere_2023.nc", "era5_finland-tampere_2024.nc"]
+FLORIDA = TARGETS[0]
 LAND, SINGLE = "reanalysis-era5-land-monthly-means", "reanalysis-era5-single-levels-monthly-means"
+JOB_ID = r"[0-9a-f-]{36}"
 
 
 def cds_params(**era5) -> dict:
@@ -52,6 +57,14 @@ def env(workdir, monkeypatch):
     monkeypatch.setenv("TERRAPIPE_CACHE", str(workdir / "cache"))       # for the stage subprocess
     monkeypatch.setattr(transfer, "CACHE_DIR", workdir / "cache")       # transfer read it at import
     return workdir
+
+
+@pytest.fixture
+def florida(env):
+    """The study cut to its Florida AOI: a single request (FLORIDA), for tests about one request's job."""
+    sites = pd.read_csv("data/inputs/sites.csv")
+    sites[sites["aoi_id"] == "central-florida"].to_csv("data/inputs/sites.csv", index=False)
+    return env
 
 
 @pytest.fixture
@@ -81,11 +94,19 @@ def fetch(out: str, previous=None, **era5):
 
 
 def posts(cds) -> int:
-    return sum(method == "POST" for method, _, _ in cds.requests)
+    """Submissions tried, accepted or not (a job deletion is a POST too)."""
+    return sum(method == "POST" and path.endswith("/execution") for method, path, _ in cds.requests)
 
 
 def same_data(a, b) -> bool:
     return open_era5(a).identical(open_era5(b))
+
+
+def site_values(folder: Path, sites) -> np.ndarray:
+    """(site and file, variable, month): every site's values at its nearest cell in each file of its AOI."""
+    return np.stack([open_era5(path).sel(latitude=site.latitude, longitude=site.longitude, method="nearest")
+                     .to_array().to_numpy() for site in sites.itertuples()
+                     for path in sorted(folder.glob(f"era5_{site.aoi_id}_*.nc"))])
 
 
 # -- the happy path -----------------------------------------------------------------------------------
@@ -118,7 +139,7 @@ def test_the_real_client_fetches_every_aoi_year_as_the_sample_world_answers(fake
     polls = [p for m, p, _ in cds.requests if "?log=True" in p]
     assert len(polls) == 2 * len(entries)  # one "running", one "successful" per job
     downloads = [m for m, p, _ in cds.requests if p.startswith("/download/")]
-    assert downloads == ["HEAD", "GET"] * len(entries)
+    assert downloads == ["GET"] * len(entries) and cds.deleted == []
     assert not list(transfer.CACHE_DIR.glob("era5/*.part"))
 
 
@@ -150,19 +171,101 @@ def test_a_request_already_answered_is_not_sent_again(fake_cds, env):
 
 # -- faults -------------------------------------------------------------------------------------------
 def test_transient_faults_are_retried_into_complete_files(fake_cds, caplog):
-    cds = fake_cds(failed_jobs=2)  # the first of them never reports: the job 500 comes first
-    entries = era5_requests(parse_params(cds_params()), load_study("data/inputs", 1))
-    cds.fail("execution", 503, 502)
+    cds = fake_cds(failed_jobs=1)  # the 500 hits the poll of this failing job: polled again, it reports failed
+    cds.fail("execution", 503)
     cds.fail("job", 500)
-    cds.server.faults.add(cds.download_path(entries[1]), "drop:3000")        # reset mid-body
-    cds.server.faults.add(cds.download_path(entries[2]), "truncate:3000")    # short body, clean close
+    cds.fault_each_job(download="drop")  # every job's first download: reset mid-body
     with caplog.at_level(logging.WARNING, logger="terrapipe"):
-        out, _ = fetch("out", cds={"retry": {**FAST_RETRY, "attempts": 6}})
-    # request 1: POST 503, POST 502, job 500, job failed, success; requests 2 and 3: a broken download, then success
-    assert posts(cds) == 9 and len(cds.submitted) == 7
+        out, entries = fetch("out", cds={"retry": {**FAST_RETRY, "attempts": 6}})
+    # request 1: POST 503, job A polled 500 then failed, job B's download reset; requests 2, 3: a reset download
+    assert posts(cds) == 5 and len(cds.jobs) == 4 and cds.deleted == cds.jobs[:1]
     assert len([r for r in caplog.records if "retry" in r.getMessage()]) == 6
     for entry in entries:
         assert open_era5(out / entry["target"])["t2m"].notnull().all()
+
+
+@pytest.mark.parametrize("fault", [503, "reset"])
+def test_an_error_polling_a_job_polls_the_same_job_again(fake_cds, caplog, fault):
+    cds = fake_cds()
+    cds.fault_each_job(poll=[fault])  # every job's first status poll fails
+    with caplog.at_level(logging.WARNING, logger="terrapipe"):
+        out, entries = fetch("out")
+    assert sorted(p.name for p in out.glob("*.nc")) == TARGETS
+    assert posts(cds) == len(cds.jobs) == len(entries) and cds.deleted == []  # exactly one job per request
+    assert len([r for r in caplog.records if "retry" in r.getMessage()]) == len(entries)
+
+
+@pytest.mark.parametrize("fault, resumed", [
+    ("truncate", f"bytes={CUT_BYTES}-"),  # a short body, clean close: resumed where the cut was
+    ("drop", None),  # a reset loses the chunk being read (here the whole body): fetched again from the start
+])
+def test_a_short_download_is_fetched_again_from_the_same_job_into_the_same_bytes(fake_cds, florida, fault, resumed):
+    cds = fake_cds()
+    clean, _ = fetch("clean")
+    shutil.rmtree(transfer.CACHE_DIR)  # what follows goes to the server again
+    seen = len(cds.requests)
+    cds.fault_each_job(download=fault)  # every job's first download is cut after CUT_BYTES
+    out, _ = fetch("out")
+    assert posts(cds) == len(cds.jobs) == 2  # no second POST for the request
+    assert [h.get("Range") for _, p, h in cds.requests[seen:] if p.startswith("/download/")] == [None, resumed]
+    assert (out / FLORIDA).read_bytes() == (clean / FLORIDA).read_bytes()
+
+
+def test_a_download_truncated_every_time_fails_saying_so_and_changes_nothing(fake_cds, florida):
+    cds = fake_cds()
+    first, _ = fetch("first")
+    outputs, cached = {p.name: p.read_bytes() for p in first.iterdir()}, sorted(transfer.CACHE_DIR.rglob("*"))
+    cds.fault_each_job(download=["truncate"] * 3)  # each attempt gets CUT_BYTES more, never the whole file
+    with pytest.raises(TerrapipeError, match=rf"CDS request {FLORIDA}: failed after 3 attempts; last error: download "
+                       rf"truncated: got {3 * CUT_BYTES} of \d+ bytes of the result of CDS job {JOB_ID}\. The provider "
+                       "may be down") as failure:
+        fetch("second", previous=first, dataset=SINGLE)  # a new request: to the CDS
+    assert cds.jobs[-1] in str(failure.value) and "corrupt" not in str(failure.value)
+    assert posts(cds) == 2 and cds.deleted == cds.jobs[-1:]
+    assert list((florida / "second").iterdir()) == [] and sorted(transfer.CACHE_DIR.rglob("*")) == cached
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == outputs
+
+
+def test_jobs_given_up_are_deleted_on_the_cds(fake_cds, florida, caplog):
+    cds = fake_cds(failed_jobs=1)
+    with caplog.at_level(logging.INFO, logger="terrapipe"):
+        fetch("out")
+    failed = cds.jobs[0]
+    assert len(cds.jobs) == 2 and cds.deleted == [failed]  # resubmitted once, the failed job deleted
+    assert f"{FLORIDA}: deleted CDS job {failed} (it ended failed)" in caplog.text
+
+    shutil.rmtree(transfer.CACHE_DIR)
+    cds.fault_each_job(poll=[503] * 3)  # the next job never answers a poll: the budget runs out on it
+    with caplog.at_level(logging.INFO, logger="terrapipe"), pytest.raises(TerrapipeError, match="failed after 3"):
+        fetch("again")
+    assert len(cds.jobs) == 3 and cds.deleted == [failed, cds.jobs[-1]]
+    assert f"{FLORIDA}: deleted CDS job {cds.jobs[-1]} (terrapipe gave up on it)" in caplog.text
+
+
+def test_a_zip_of_step_type_files_gives_the_same_site_data_as_one_netcdf_file(fake_cds, florida):
+    cds = fake_cds(deliver="zip")  # avgua and avgad members, as the CDS splits single-levels requests
+    zipped, _ = fetch("zip", dataset=SINGLE)
+    assert [p.name for p in zipped.glob("*.nc")] == [FLORIDA]
+    delivered = [p for m, p, _ in cds.requests if m == "GET" and p.endswith(".zip")]
+    with zipfile.ZipFile(io.BytesIO(requests.get(cds.server.url + delivered[0], timeout=10).content)) as archive:
+        assert archive.namelist() == ["data_stream-moda_stepType-avgua.nc", "data_stream-moda_stepType-avgad.nc"]
+
+    study, netcdf = load_study("data/inputs", 1), florida / "netcdf"
+    netcdf.mkdir()  # the sample backend writes what the fake CDS delivers as one NetCDF file
+    fetch_era5(parse_params(cds_params(dataset=SINGLE)), study, netcdf)
+    np.testing.assert_array_equal(site_values(zipped, study.sites), site_values(netcdf, study.sites))
+
+
+@pytest.mark.parametrize("deliver, problem", [
+    ("zip-broken-member", r"zip member data_stream-moda_stepType-avgad\.nc is not a readable NetCDF file"),
+    ("zip-without-netcdf", r"the CDS delivered a zip without a NetCDF member \(it holds: README\.txt\)"),
+])
+def test_a_zip_without_a_readable_netcdf_member_fails_naming_it(fake_cds, florida, deliver, problem):
+    cds = fake_cds(deliver=deliver)
+    with pytest.raises(InputDataError, match=rf"^{FLORIDA} \(CDS job {JOB_ID}\): {problem}"):
+        fetch("out", dataset=SINGLE)
+    assert posts(cds) == 1 and cds.deleted == cds.jobs  # not retried: the same job would deliver the same zip
+    assert list((florida / "out").iterdir()) == [] and list(transfer.CACHE_DIR.rglob("*.*")) == []
 
 
 def test_a_persistent_server_error_stops_after_the_budget_and_leaves_no_file(fake_cds, env):
@@ -170,7 +273,7 @@ def test_a_persistent_server_error_stops_after_the_budget_and_leaves_no_file(fak
     cds.fail("results", *[503] * 10)
     with pytest.raises(TerrapipeError, match="failed after 3 attempts.*HTTP 503.*re-run later"):
         fetch("out")
-    assert posts(cds) == 3
+    assert posts(cds) == 1 and cds.deleted == cds.jobs  # the same job asked 3 times, then given up and deleted
     assert list((env / "out").iterdir()) == [] and list(transfer.CACHE_DIR.rglob("*.*")) == []
 
 
@@ -187,7 +290,8 @@ def test_permanent_errors_stop_at_once_and_say_what_to_fix(fake_cds, env, monkey
         monkeypatch.setenv("CDSAPI_KEY", "not-the-right-token-1234")
     with pytest.raises(PermanentError, match=fix):
         fetch("out")
-    assert posts(cds) == n_posts and len(cds.requests) <= 6  # one attempt, no retries
+    assert posts(cds) == n_posts and len(cds.requests) <= 7  # one attempt, no retries
+    assert cds.deleted == cds.jobs  # a rejected job is deleted too
     assert list((env / "out").iterdir()) == []
 
 
@@ -209,16 +313,14 @@ def test_credentials_come_from_cdsapirc_or_the_environment_only(fake_cds, env, m
 
 
 def test_an_interrupted_fetch_leaves_no_partial_file(fake_cds, env, monkeypatch):
-    from ecmwf.datastores.processing import Results
-
     fake_cds()
 
-    def interrupted(self, target):
-        with open(target, "wb") as sink:
+    def interrupted(session, url, part, *args, **kwargs):
+        with open(part, "wb") as sink:
             sink.write(b"CDF\x01 half a file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Results, "download", interrupted)
+    monkeypatch.setattr(transfer, "download_once", interrupted)
     with pytest.raises(KeyboardInterrupt):
         fetch("out")
     assert list((env / "out").iterdir()) == [] and list(transfer.CACHE_DIR.rglob("*.*")) == []

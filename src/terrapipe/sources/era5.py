@@ -4,15 +4,22 @@ The requests are the sample backend's (``era5_requests``: one per AOI and year, 
 grid), so both backends write the same data/raw/era5/ layout. Credentials are whatever cdsapi itself
 reads (CDSAPI_URL / CDSAPI_KEY, else ~/.cdsapirc or the file CDSAPI_RC names), never params.yaml.
 
-Each answer lands in a temporary file in the download cache, is checked (non-empty, the size the CDS
-announced, the ERA5 schema and units through ``open_era5``) and only then copied into ``out_dir``, so
-an interrupted or failed fetch leaves nothing partial there. Completed files stay in the cache under a
-hash of (dataset, request): a request already answered is never sent again.
+Each request is answered by one CDS job: submitted, polled until it ends, its result downloaded into a
+temporary file in the download cache, checked (the size the CDS announced, the ERA5 schema and units
+through ``open_era5``) and only then copied into ``out_dir``, so an interrupted or failed fetch leaves
+nothing partial there. Completed files stay in the cache under a hash of (dataset, request): a request
+already answered is never sent again. The CDS splits some requests by GRIB stepType (single levels:
+``data_stream-moda_stepType-avgua.nc`` for means of instantaneous fields, ``...-avgad.nc`` for
+accumulations) and then delivers a zip of NetCDF files, even for ``download_format: unarchived``: its
+members are merged into one NetCDF file of the usual layout.
 
 Retries: cdsapi's own loop is switched off (``retry_max=1``: every HTTP call is made once) and
-terrapipe's bounded backoff (sources.era5.cds.retry) resubmits the whole request on a transient
-failure (5xx, reset, timeout, short download, a job that ends ``failed``); the two never multiply.
-Permanent failures (key refused, licence not accepted, job rejected, unknown dataset) stop at once.
+terrapipe's bounded backoff (sources.era5.cds.retry) is the only loop, one budget per request. A retry
+goes on from where the last attempt stopped: a 5xx, reset or timeout while polling polls the same job
+again, and a failed or short download fetches that job's result again, resuming with an HTTP Range
+request. Only a job that itself ends ``failed`` is resubmitted. A job terrapipe abandons (ended without
+a result, out of budget, a bad result) is deleted on the CDS. Permanent failures (key refused, licence
+not accepted, job rejected, unknown dataset) stop at once.
 """
 from __future__ import annotations
 
@@ -20,16 +27,17 @@ import functools
 import hashlib
 import json
 import logging
-import re
 import shutil
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 from terrapipe.atomic import atomic_path, write_json
 from terrapipe.data.era5 import open_era5, selected
 from terrapipe.errors import InputDataError, TerrapipeError
 from terrapipe.sources import transfer
-from terrapipe.sources.sample_era5 import era5_requests
+from terrapipe.sources.sample_era5 import era5_requests, write_netcdf
 from terrapipe.sources.transfer import (
     PermanentError,
     RetryPolicy,
@@ -45,6 +53,8 @@ CDS_SITE = "https://cds.climate.copernicus.eu"
 CREDENTIALS = ("cdsapi reads the key from CDSAPI_KEY, else from ~/.cdsapirc (or the file CDSAPI_RC names), as a "
                "line 'key: <personal access token>' beside 'url: https://cds.climate.copernicus.eu/api'; copy the "
                f"token from {CDS_SITE}/profile. It is never read from params.yaml")
+ZIP_MAGIC = b"PK\x03\x04"
+ZIP_FIX = "The CDS delivered a damaged archive: re-run `dvc repro fetch_era5` to fetch it again (nothing was cached)"
 
 
 def request_key(entry: dict) -> str:
@@ -64,7 +74,7 @@ def fetch_cds(params, study, out_dir: Path, previous: Path | None = RAW_DIR) -> 
     cache = transfer.CACHE_DIR / "era5"
     cache.mkdir(parents=True, exist_ok=True)
     policy = RetryPolicy.from_params(era5.cds.retry)
-    client, client_log = None, _ClientLog()
+    client = None
     for entry in era5_requests(params, study):
         started = time.perf_counter()
         record = {**entry, "source": "cds"}  # "source" tells a CDS file from a sample-world one
@@ -75,9 +85,9 @@ def fetch_cds(params, study, out_dir: Path, previous: Path | None = RAW_DIR) -> 
         elif kept and _record_of(kept) == record and _valid(kept, variables):
             source, how = kept, f"kept from {previous} (same request)"
         else:
-            client = client or _client(era5.cds.poll_max_s, client_log)
-            _retrieve(client, client_log, entry, cached, variables, policy)
-            source, how = cached, f"from the CDS (job {client_log.job})"
+            client = client or _client(era5.cds.poll_max_s)
+            job_id = _retrieve(client, entry, cached, variables, policy)
+            source, how = cached, f"from the CDS (job {job_id})"
         with atomic_path(Path(out_dir) / entry["target"]) as tmp:
             shutil.copyfile(source, tmp)
         write_json((Path(out_dir) / entry["target"]).with_suffix(".request.json"), record)
@@ -107,29 +117,16 @@ def _valid(path: Path, variables, discard: bool = False) -> bool:
 
 
 # -- the cdsapi client -----------------------------------------------------------------------------
-class _ClientLog:
-    """cdsapi's log callbacks: every message goes to our logger, redacted (cdsapi logs its own settings,
-    key included, at debug level), and at debug level except warnings and errors, keeping one INFO line
-    per request. The job id and status are remembered: cdsapi reports failed and rejected jobs alike."""
-
-    LEVELS = {"debug": logging.DEBUG, "info": logging.DEBUG, "warning": logging.WARNING, "error": logging.ERROR}
-
-    def __init__(self):
-        self.job = self.status = None
-
-    def callbacks(self) -> dict:
-        return {f"{name}_callback": functools.partial(self._emit, level) for name, level in self.LEVELS.items()}
-
-    def _emit(self, level: int, message, *args, **_) -> None:
-        text = redact(str(message) % args if args else str(message))
-        if found := re.match(r"Request ID is (\S+)", text):
-            self.job = found.group(1)
-        if found := re.match(r"status has been updated to (\S+)", text):
-            self.status = found.group(1)
-        log.log(level, "cdsapi: %s", text)
+_CLIENT_LEVELS = {"debug": logging.DEBUG, "info": logging.DEBUG, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def _client(poll_max_s: float, client_log: _ClientLog):
+def _client_log(level: int, message, *args, **_) -> None:
+    """cdsapi's log callback: every message goes to our logger, redacted (cdsapi logs its own settings, key
+    included, at debug level), and at debug level except warnings and errors, keeping one INFO line per request."""
+    log.log(level, "cdsapi: %s", redact(str(message) % args if args else str(message)))
+
+
+def _client(poll_max_s: float):
     """A cdsapi client on the new CDS that makes every HTTP call once (our policy does the retrying)."""
     import cdsapi
     import cdsapi.api
@@ -141,45 +138,149 @@ def _client(poll_max_s: float, client_log: _ClientLog):
     if ":" in key:
         raise PermanentError("the CDS key has the old '<UID>:<key>' form, which the new Climate Data Store refuses: "
                              f"keep only the personal access token, without the 'UID:' prefix. {CREDENTIALS}")
-    return cdsapi.Client(progress=False, retry_max=1, sleep_max=poll_max_s, **client_log.callbacks())
+    callbacks = {f"{name}_callback": functools.partial(_client_log, level) for name, level in _CLIENT_LEVELS.items()}
+    return cdsapi.Client(progress=False, retry_max=1, sleep_max=poll_max_s, **callbacks)
 
 
-def _retrieve(client, client_log: _ClientLog, entry: dict, dest: Path, variables, policy: RetryPolicy) -> None:
-    """Submit, wait, download to a temporary file beside ``dest``, check it, then rename it to ``dest``."""
-    import requests
-    from ecmwf.datastores.processing import DownloadError, ProcessingFailedError
+def _retrieve(client, entry: dict, dest: Path, variables, policy: RetryPolicy) -> str:
+    """Answer ``entry`` into ``dest`` through one CDS job (temporary files beside ``dest``); return the job id.
 
-    part = dest.with_suffix(".part")
-    target = entry["target"]
+    Every attempt goes on from where the last one stopped: the same job, the same partial download.
+    """
+    job = _Job(client, entry)
+    part, merged = dest.with_suffix(".part"), dest.with_suffix(".merged")
 
     def attempt() -> None:
-        client_log.job = client_log.status = None
-        try:
-            result = client.retrieve(entry["dataset"], entry["request"])  # submit and wait: the job's results
-            announced = int(result.content_length)
-            result.download(str(part))
-        except requests.HTTPError as exc:
-            raise _http_error(exc, entry, client_log.status) from None
-        except ProcessingFailedError as exc:
-            raise _job_error(entry, client_log.status, str(exc)) from None
-        except (DownloadError, AssertionError) as exc:  # cdsapi's and multiurl's size checks
-            raise TransientError(f"incomplete download ({redact(str(exc))})") from None
-        size = part.stat().st_size
-        if size == 0 or size != announced:
-            raise TransientError(f"downloaded {size} bytes, the CDS announced {announced}")
-        try:
-            open_era5(part, variables)
-        except InputDataError as exc:
-            raise PermanentError(f"{target}: the CDS answered with a file that fails the ERA5 check ({exc.problem}). "
-                                 "Its NetCDF layout may have changed: see terrapipe.data.era5.normalize_schema") from None
-        part.replace(dest)
+        results = job.results()
+        _download(client.session, results, part, job.id)
+        netcdf = _as_netcdf(part, merged, f"{entry['target']} (CDS job {job.id})")
+        _check(netcdf, entry["target"], variables)
+        netcdf.replace(dest)
 
     try:
-        with_retries(attempt, f"CDS request {target}", policy)
+        with_retries(attempt, f"CDS request {entry['target']}", policy)
+    except Exception:  # not on an interrupt (KeyboardInterrupt): that stops at once, without another HTTP call
+        job.abandon("terrapipe gave up on it")
+        raise
     finally:
         part.unlink(missing_ok=True)
+        merged.unlink(missing_ok=True)
+    return job.id
 
 
+class _Job:
+    """The CDS job answering one request, kept across attempts so that a retry polls it again instead of
+    submitting the request anew (else a CDS answering 503 to the first poll of each job never succeeds).
+    Only a job that is over without a result is replaced, and every job given up is deleted on the CDS."""
+
+    OVER = ("failed", "rejected", "dismissed", "deleted")  # statuses of a job that will never have a result
+
+    def __init__(self, client, entry: dict):
+        self.client, self.entry = client, entry
+        self.remote = None  # the ecmwf.datastores.Remote of the live job
+
+    @property
+    def id(self) -> str | None:
+        return self.remote.request_id if self.remote else None
+
+    def results(self):
+        """The finished job's results (href and size), submitting the request first when no job is live."""
+        import requests
+        from ecmwf.datastores.processing import ProcessingFailedError
+
+        try:
+            self.remote = self.remote or self.client.client.submit(self.entry["dataset"], self.entry["request"])
+            return self.remote.get_results()  # polls until the job ends (the client's own waits)
+        except (requests.HTTPError, ProcessingFailedError) as exc:
+            status = self.remote.last_status if self.remote else None
+            error = (_http_error(exc, self.entry, status) if isinstance(exc, requests.HTTPError)
+                     else _job_error(self.entry, status, str(exc)))
+            if status in self.OVER:
+                self.abandon(f"it ended {status}")
+            raise error from None
+
+    def abandon(self, why: str) -> None:
+        """Delete the job on the CDS, which would keep it listed with the account, and forget it.
+        A delete that fails is only logged: it must not hide why the job was given up."""
+        if self.remote is None:
+            return
+        job_id, target, self.remote = self.remote.request_id, self.entry["target"], None
+        try:
+            self.client.client.delete(job_id)
+        except Exception as exc:  # noqa: BLE001 - any failure of the clean-up is reported the same way
+            log.warning("%s: could not delete CDS job %s (%s): %s", target, job_id, why, redact(str(exc)))
+        else:
+            log.info("%s: deleted CDS job %s (%s)", target, job_id, why)
+
+
+def _download(session, results, part: Path, job_id: str) -> None:
+    """Fetch the finished job's result into ``part``, resuming from the bytes an earlier attempt left there."""
+    import requests
+
+    announced = results.content_length
+    try:
+        transfer.download_once(session, results.location, part)
+    except requests.exceptions.ChunkedEncodingError:
+        pass  # the connection broke mid-body: the size check below says so, and the next attempt resumes
+    size = part.stat().st_size if part.exists() else 0
+    if size > announced:
+        part.unlink()
+        raise TransientError(f"got {size} bytes of the result of CDS job {job_id}, more than the {announced} "
+                             "the CDS announced")
+    if size < announced:
+        raise TransientError(f"download truncated: got {size} of {announced} bytes of the result of CDS job {job_id}")
+
+
+def _check(path: Path, target: str, variables) -> None:
+    """A delivered file that fails the ERA5 check will not pass on a retry: the layout probably changed."""
+    try:
+        open_era5(path, variables)
+    except InputDataError as exc:
+        raise PermanentError(f"{target}: the CDS answered with a file that fails the ERA5 check ({exc.problem}). "
+                             "Its NetCDF layout may have changed: see terrapipe.data.era5.normalize_schema") from None
+
+
+# -- zip deliveries --------------------------------------------------------------------------------
+def _as_netcdf(part: Path, merged: Path, where: str) -> Path:
+    """The NetCDF file a download stands for: itself, or (a zip, told by its magic bytes) ``merged``,
+    written from the zip's NetCDF members."""
+    with open(part, "rb") as head:
+        if head.read(len(ZIP_MAGIC)) != ZIP_MAGIC:
+            return part
+    write_netcdf(_merged_members(part, where), merged)
+    return merged
+
+
+def _merged_members(archive_path: Path, where: str):
+    """One dataset from the NetCDF members of a zip (one member per GRIB stepType, each with its variables)."""
+    import xarray as xr
+
+    try:
+        with zipfile.ZipFile(archive_path) as archive, tempfile.TemporaryDirectory(dir=archive_path.parent) as tmp:
+            names = [name for name in archive.namelist() if name.lower().endswith(".nc")]
+            if not names:
+                raise InputDataError(where, "the CDS delivered a zip without a NetCDF member (it holds: "
+                                     f"{', '.join(archive.namelist()) or 'nothing'})", ZIP_FIX)
+            members = [_read_member(archive, name, Path(tmp), where) for name in names]
+    except zipfile.BadZipFile as exc:
+        raise InputDataError(where, f"the CDS delivered a broken zip ({exc})", ZIP_FIX) from None
+    try:
+        return xr.merge(members, compat="no_conflicts", join="exact", combine_attrs="drop_conflicts")
+    except ValueError as exc:  # members on different grids or times, or disagreeing on a variable
+        raise InputDataError(where, f"the NetCDF members of the zip do not fit together ({exc})", ZIP_FIX) from None
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, tmp: Path, where: str):
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(archive.extract(name, tmp), engine="netcdf4", cache=False) as ds:
+            return ds.load()
+    except (OSError, RuntimeError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # netCDF/HDF5 and CRC errors
+        raise InputDataError(where, f"zip member {name} is not a readable NetCDF file ({exc})", ZIP_FIX) from None
+
+
+# -- errors ----------------------------------------------------------------------------------------
 def _http_error(exc, entry: dict, status: str | None) -> TerrapipeError:
     """What an HTTP error from the CDS means, with the fix."""
     from ecmwf.datastores.processing import error_json_to_message

@@ -233,6 +233,19 @@ def remote_info(session, url: str, headers: dict, timeout) -> dict:
             "md5": base64.b64decode(md5.group(1)).hex() if md5 else None}
 
 
+def download_once(session, url: str, part: Path, timeout=(10, 60)) -> None:
+    """One attempt at ``url`` into ``part``, resuming from its current size with a Range request (starting
+    over where the server ignores it). For a caller whose own retry loop spans more than the download (a CDS
+    job: poll, fetch, check), so that two retry loops never nest; the caller checks the size it was announced."""
+    from tqdm import tqdm
+
+    digests = _Digests(())  # nothing to hash
+    try:
+        _stream_once(session, url, part, {}, 1 << 20, tqdm(disable=True), timeout, digests)
+    finally:
+        digests.finish()
+
+
 def download(url: str, dest: Path, *, expected_size: int | None = None, sha256: str | None = None,
              headers: dict | None = None, policy: RetryPolicy = RetryPolicy(), session=None,
              cache_dir: Path | None = None, chunk_size: int = 1 << 20, timeout=(10, 60), show_progress: bool = True,
