@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import run_stage
+from conftest import run_stage, tree_digest
 
 from terrapipe.config import parse_params
 from terrapipe.data.alphaearth import DROP_REASONS, clean_alphaearth, fractional_year, parse_event_dates
-from terrapipe.errors import InputDataError
+from terrapipe.errors import ConfigError, InputDataError
 from terrapipe.sources.sample_alphaearth import DIRT_KINDS, fetch_alphaearth, sample_alphaearth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +160,49 @@ def test_stages_end_to_end_and_a_corrupt_tensor_leaves_outputs_untouched(workdir
     assert result.returncode != 0
     assert "alphaearth_embeddings.pt" in result.stderr and "Traceback" not in result.stderr
     assert {p.name: p.read_bytes() for p in processed.iterdir()} == before
+    assert [p.name for p in processed.parent.iterdir()] == ["alphaearth"]   # no temporary left behind
+
+
+def test_elevation_limits_that_drop_every_point_stop_before_writing(raw, tmp_path):
+    params = small_params(min_elevation_m=9950.0, max_elevation_m=9990.0).normalize.alphaearth
+    with pytest.raises(ConfigError, match=r"normalize\.alphaearth\.min_elevation_m=9950 / max_elevation_m=9990 "
+                                          r"drop all \d+ points \(their elevations range -?[\d.]+\.\.[\d.]+ m\)"):
+        clean_alphaearth(raw[0], tmp_path, params)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_time_window_that_drops_every_point_names_its_parameters(raw, tmp_path):
+    with pytest.raises(ConfigError, match=r"drop all 400 points.*time_out_of_bounds.*"
+                                          r"normalize\.alphaearth\.time_origin_year=2050, normalize\.alphaearth\.time_span_years=200"):
+        clean_alphaearth(raw[0], tmp_path, small_params(time_origin_year=2050).normalize.alphaearth)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_data_that_fails_every_filter_names_the_file(raw, tmp_path):
+    bad = _copy_raw(raw[0], tmp_path / "raw")
+    frame = pd.read_csv(bad / "alphaearth_metadata.csv")
+    frame.assign(elevation_m=np.nan).to_csv(bad / "alphaearth_metadata.csv", index=False)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputDataError, match=r"alphaearth_metadata\.csv: none of its 400 rows passes the filters "
+                                             r"\(dropped: \{'missing_elevation': 400\}\)"):
+        clean_alphaearth(bad, tmp_path / "out", small_params().normalize.alphaearth)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_filter_that_drops_every_point_leaves_the_old_outputs_untouched(workdir):
+    """The stage raises before writing, so the atomic swap never replaces the good data set."""
+    (workdir / "params.yaml").write_text(yaml.safe_dump(SMALL))
+    for stage in ("fetch_alphaearth", "normalize_alphaearth"):
+        run_stage(stage, cwd=workdir)
+    processed = workdir / "data" / "processed" / "alphaearth"
+    before = tree_digest(processed)
+
+    (workdir / "empty.yaml").write_text(yaml.safe_dump(
+        {**SMALL, "normalize": {"alphaearth": {"min_elevation_m": 9950.0, "max_elevation_m": 9990.0}}}))
+    result = run_stage("normalize_alphaearth", "--params", "empty.yaml", cwd=workdir, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "normalize.alphaearth.min_elevation_m=9950 / max_elevation_m=9990 drop all" in result.stderr
+    assert tree_digest(processed) == before
     assert [p.name for p in processed.parent.iterdir()] == ["alphaearth"]   # no temporary left behind
 
 

@@ -1,7 +1,9 @@
 """Typed parameters: params.yaml is parsed into frozen pydantic models before any work starts.
 
-Unknown keys, wrong types and impossible values raise ConfigError naming the key's full dotted path,
-what was given and what is accepted, so a typo never silently falls back to a default.
+Unknown keys, duplicated keys, wrong types, impossible values and contradictory combinations raise
+ConfigError naming the key's full dotted path, what was given and what is accepted, so a typo never
+silently falls back to a default and a contradiction never reaches a stage that would write an empty
+data set over a good one.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ S2Band = Literal[S2.band_order]
 Era5VariableName = Literal[tuple(v.cds for v in ERA5_VARIABLES)]
 Sensor = Literal[SENSORS]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
+Year = Annotated[int, Field(ge=1900, le=2100)]
 
 
 class _Section(BaseModel):
@@ -27,7 +30,7 @@ class _Section(BaseModel):
 def _unique(values: list) -> list:
     duplicated = sorted({v for v in values if values.count(v) > 1})
     if duplicated:
-        raise ValueError(f"duplicated entries {duplicated}")
+        raise ValueError(f"duplicated entries {duplicated}; list each once")
     return values
 
 
@@ -42,6 +45,13 @@ class RetryParams(_Section):
     attempts: int = Field(5, ge=1, le=20)
     base_delay_s: float = Field(2.0, ge=0)
     max_delay_s: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _base_within_cap(self):
+        if self.base_delay_s > self.max_delay_s:
+            raise ValueError(f"base_delay_s {self.base_delay_s:g} is above max_delay_s {self.max_delay_s:g}, so "
+                             "every retry would wait max_delay_s; lower base_delay_s or raise max_delay_s")
+        return self
 
 
 class Era5CdsParams(_Section):
@@ -126,8 +136,8 @@ class AlphaEarthParams(_Section):
 
 class DeepEarthSampleParams(_Section):
     n_observations: int = Field(8000, ge=10)
-    first_year: int = Field(2010, ge=1900, le=2100)
-    last_year: int = Field(2025, ge=1900, le=2100)
+    first_year: Year = 2010
+    last_year: Year = 2025
     vision_fraction: float = Field(0.6, ge=0.0, le=1.0)
     language_dim: int = Field(7168, ge=1)
     vision_dim: int = Field(1408, ge=1)
@@ -135,7 +145,8 @@ class DeepEarthSampleParams(_Section):
     @model_validator(mode="after")
     def _years_in_order(self):
         if self.first_year > self.last_year:
-            raise ValueError(f"first_year {self.first_year} is after last_year {self.last_year}")
+            raise ValueError(f"first_year {self.first_year} is after last_year {self.last_year}; "
+                             "swap them or correct one")
         return self
 
 
@@ -168,6 +179,13 @@ class AlphaEarthCleaningParams(_Section):
     time_origin_year: int = 1900
     time_span_years: float = Field(200.0, gt=0)
 
+    @model_validator(mode="after")
+    def _limits_in_order(self):
+        if self.min_elevation_m > self.max_elevation_m:
+            raise ValueError(f"min_elevation_m {self.min_elevation_m:g} is above max_elevation_m "
+                             f"{self.max_elevation_m:g}, so every point would be dropped; swap or correct them")
+        return self
+
 
 class NormalizeParams(_Section):
     std_multiplier: float = Field(2.0, gt=0)
@@ -176,12 +194,14 @@ class NormalizeParams(_Section):
 
 class SplitParams(_Section):
     """DeepEarth spatiotemporal split: temporal holdout years + k square regions >= d km apart."""
-    test_years: list[int] = Field(default_factory=list)
+    test_years: list[Year] = Field(default_factory=list)
     num_regions: int = Field(5, ge=0, le=100)
     region_size_km: float = Field(10.0, gt=0)
     min_distance_km: float = Field(15.0, ge=0)
     candidates: int = Field(1000, ge=1)
     seed: int = 42
+
+    _unique_years = field_validator("test_years")(_unique)
 
 
 class DeepEarthSplitParams(SplitParams):
@@ -194,6 +214,14 @@ class SplitsParams(_Section):
     alphaearth: SplitParams = SplitParams(test_years=[2024], num_regions=5, region_size_km=50.0,
                                          min_distance_km=200.0)
 
+    @model_validator(mode="after")
+    def _sites_have_no_time(self):
+        """The sites are one year of imagery: a temporal holdout there would fail only at the split stage."""
+        if self.sites.test_years:
+            raise ValueError(f"sites.test_years is {self.sites.test_years} but the sites have no time axis; "
+                             "set it to []")
+        return self
+
 
 class Params(_Section):
     seed: int = 0
@@ -201,6 +229,24 @@ class Params(_Section):
     sources: SourcesParams = SourcesParams()
     normalize: NormalizeParams = NormalizeParams()
     split: SplitsParams = SplitsParams()
+
+    @model_validator(mode="after")
+    def _deepearth_test_years_in_sample(self):
+        """The sample draws its years from first_year..last_year: test years outside hold out nothing, and
+        all of them leave nothing to train on, which the split stage would find only after every fetch."""
+        source, split = self.sources.deepearth, self.split.deepearth
+        if source.source == "sample":
+            first, last = source.sample.first_year, source.sample.last_year
+            outside = [y for y in split.test_years if not first <= y <= last]
+            if outside:
+                raise ValueError(f"split.deepearth.test_years {outside} lie outside sources.deepearth.sample."
+                                 f"first_year..last_year ({first}..{last}), so they hold out nothing; "
+                                 "choose test years in that range or widen it")
+            if set(split.test_years) >= set(range(first, last + 1)):
+                raise ValueError(f"split.deepearth.test_years {split.test_years} hold out every year of "
+                                 f"sources.deepearth.sample.first_year..last_year ({first}..{last}), leaving "
+                                 "nothing to train on; hold out fewer years or widen the range")
+        return self
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
@@ -220,6 +266,9 @@ def _describe(error: dict) -> str:
         owner = _model_at(error["loc"])
         accepted = ", ".join(owner.model_fields) if owner else "see params.yaml"
         return f"{path}: unknown key. Accepted keys here: {accepted}"
+    if kind == "value_error":  # a rule of ours: its message names the keys, the values and the fix
+        message = str(error["ctx"]["error"])
+        return f"{path}: {message}" if path else message
     got = error.get("input")
     message = error["msg"]
     if kind == "literal_error":
@@ -239,18 +288,45 @@ def parse_params(raw: dict, origin: str = "params.yaml") -> Params:
                           + "\nFix these keys in the file (see README 'Parameters').") from None
 
 
+def _reject_duplicate_keys(node, origin: str, path: tuple = ()) -> None:
+    """yaml.safe_load silently keeps the last of two equal keys, so an edited copy of a key would
+    override the original unnoticed; walk the composed node tree and refuse any repeat, at any depth."""
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name in lines:
+                raise ConfigError(f"{origin}: key {'.'.join((*path, name))} appears twice (lines {lines[name]} "
+                                  f"and {key.start_mark.line + 1}); keep one")
+            lines[name] = key.start_mark.line + 1
+            _reject_duplicate_keys(value, origin, (*path, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _reject_duplicate_keys(item, origin, (*path, str(index)))
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml."""
     import yaml
 
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        _reject_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), str(path))
+        raw = yaml.safe_load(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found. Run from the repository root or pass --params.") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc}). Fix the syntax at the position shown.") from None
     return parse_params(raw or {}, str(path))
+
+
+def check_params_file(path: str | Path = "params.yaml") -> dict:
+    """Validate the whole file as load_params does and return the resolved parameters as plain JSON
+    data, so the check_params DVC stage can record exactly what every later stage will run with."""
+    return load_params(path).model_dump(mode="json")
 
 
 def accepted_values(literal) -> tuple:

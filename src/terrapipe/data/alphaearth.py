@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from terrapipe.data.arrays import NpyRows
-from terrapipe.errors import InputDataError
+from terrapipe.errors import ConfigError, InputDataError
 
 log = logging.getLogger("terrapipe")
 
@@ -40,6 +40,9 @@ DROP_REASONS = ("missing_elevation", "unparseable_date", "nonfinite_coordinates"
                 "latitude_out_of_bounds", "longitude_out_of_bounds", "elevation_out_of_bounds",
                 "time_out_of_bounds", "elevation_out_of_limits", "nonfinite_embedding")
 DEFAULT_DATE = "2000-01-01T00:00:00Z"
+# The parameters behind the filters a user tunes; every other filter catches broken data.
+TUNED_BY = {"unparseable_date": ("unparseable_dates",), "time_out_of_bounds": ("time_origin_year", "time_span_years"),
+            "elevation_out_of_limits": ("min_elevation_m", "max_elevation_m")}
 
 
 def parse_event_dates(dates):
@@ -129,6 +132,30 @@ def clean_points(frame, embeddings: np.ndarray, params):
     return points, coords, keep, report
 
 
+def refuse_empty(frame, report: dict, params, csv_path: Path) -> None:
+    """Raise when no point is kept, naming the elevation limits if they alone drop every point: written,
+    the empty data set would replace the good one and break every later stage, so stop first."""
+    import pandas as pd
+
+    if report["rows_out"]:
+        return
+    elev = pd.to_numeric(frame["elevation_m"], errors="coerce").to_numpy(float)
+    elev = elev[np.isfinite(elev)]
+    elev = elev[(np.abs(elev) <= 10000) & ~np.isin(np.abs(elev), SENTINELS)]
+    if len(elev) and not ((elev >= params.min_elevation_m) & (elev <= params.max_elevation_m)).any():
+        raise ConfigError(f"normalize.alphaearth.min_elevation_m={params.min_elevation_m:g} / max_elevation_m="
+                          f"{params.max_elevation_m:g} drop all {len(elev)} points (their elevations range "
+                          f"{elev.min():g}..{elev.max():g} m); set limits that overlap that range")
+    dropped = {reason: n for reason, n in report["dropped"].items() if n}
+    tuned = [f"normalize.alphaearth.{name}={getattr(params, name)}"
+             for reason in dropped for name in TUNED_BY.get(reason, ())]
+    if tuned:
+        raise ConfigError(f"the AlphaEarth filters drop all {report['rows_in']} points of {csv_path} "
+                          f"(dropped: {dropped}); check {', '.join(tuned)}")
+    raise InputDataError(csv_path, f"none of its {report['rows_in']} rows passes the filters (dropped: {dropped})",
+                         "Check the file; re-run `dvc repro fetch_alphaearth` to fetch it again")
+
+
 def read_raw(raw_dir: str | Path):
     """The raw metadata frame and its [N, 64] float32 embeddings, validated against each other."""
     import pandas as pd
@@ -165,12 +192,13 @@ def read_raw(raw_dir: str | Path):
 
 def clean_alphaearth(raw_dir: str | Path, out_dir: str | Path, cleaning_params) -> dict:
     """Read data/raw/alphaearth, filter, and write points.parquet, coords.npy, embeddings.npy and
-    cleaning_report.json into ``out_dir``; return the report."""
+    cleaning_report.json into ``out_dir``; return the report. Nothing is written if no point is kept."""
     from terrapipe.atomic import write_json
 
     out_dir = Path(out_dir)
     frame, embeddings = read_raw(raw_dir)
     points, coords, keep, report = clean_points(frame, embeddings, cleaning_params)
+    refuse_empty(frame, report, cleaning_params, Path(raw_dir) / METADATA_FILE)
     del frame
     points.to_parquet(out_dir / "points.parquet", index=False)
     np.save(out_dir / "coords.npy", coords)
