@@ -220,6 +220,7 @@ def _write_params(root: Path, split: dict) -> None:
 def _run_in_process(root: Path, dataset: str, monkeypatch) -> None:
     monkeypatch.chdir(root)
     monkeypatch.setattr(sys, "argv", [str(STAGE), dataset])
+    monkeypatch.syspath_prepend(str(STAGE.parent))  # as when Python runs the script: its folder first
     runpy.run_path(str(STAGE), run_name="__main__")
 
 

@@ -223,12 +223,20 @@ class SplitsParams(_Section):
         return self
 
 
+class QualityParams(_Section):
+    """Data-quality gates of the validate stages (physical ranges are facts, in terrapipe.data.validation)."""
+    max_missing_share: float = Field(0.9, ge=0.0, le=1.0,
+                                     description="per site and modality (imagery, ERA5): above it the site is broken")
+    max_saturated_share: float = Field(0.01, ge=0.0, le=1.0, description="per raw file and band")
+
+
 class Params(_Section):
     seed: int = 0
     study: StudyParams = StudyParams()
     sources: SourcesParams = SourcesParams()
     normalize: NormalizeParams = NormalizeParams()
     split: SplitsParams = SplitsParams()
+    quality: QualityParams = QualityParams()
 
     @model_validator(mode="after")
     def _deepearth_test_years_in_sample(self):
