@@ -223,11 +223,23 @@ class SplitsParams(_Section):
         return self
 
 
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class MissingShareParams(_Section):
+    """Per modality, the largest share of a site's values that may be missing (pixels x timesteps)."""
+    s2: Share = 0.9          # cloud-lost months are expected, a site with no S2 at all is not
+    s1: Share = 0.9
+    landsat: Share = 1.0     # 16-day revisit and clouds: a site may have no Landsat month in a short window
+    worldcover: Share = 0.05  # static maps have no gaps
+    srtm: Share = 0.05
+    era5: Share = 0.5        # per site and variable, over the months
+
+
 class QualityParams(_Section):
     """Data-quality gates of the validate stages (physical ranges are facts, in terrapipe.data.validation)."""
-    max_missing_share: float = Field(0.9, ge=0.0, le=1.0,
-                                     description="per site and modality (imagery, ERA5): above it the site is broken")
-    max_saturated_share: float = Field(0.01, ge=0.0, le=1.0, description="per raw file and band")
+    max_missing_share: MissingShareParams = MissingShareParams()
+    max_saturated_share: Share = Field(0.01, description="per raw file and band")
 
 
 class Params(_Section):

@@ -58,8 +58,11 @@ def mean_between(column: str, low: float, high: float, why: str, *, where: str |
     return Check("ExpectColumnMeanToBeBetween", _where({"column": column, "min_value": low, "max_value": high}, where), why)
 
 
-def in_set(column: str, values, why: str, *, where: str | None = None) -> Check:
-    return Check("ExpectColumnValuesToBeInSet", _where({"column": column, "value_set": sorted(values)}, where), why)
+def in_set(column: str, values, why: str, *, where: str | None = None, mostly: float = 1.0) -> Check:
+    kwargs = {"column": column, "value_set": sorted(values)}
+    if mostly < 1.0:
+        kwargs["mostly"] = mostly
+    return Check("ExpectColumnValuesToBeInSet", _where(kwargs, where), why)
 
 
 def equal_pair(column_a: str, column_b: str, why: str) -> Check:
@@ -67,8 +70,10 @@ def equal_pair(column_a: str, column_b: str, why: str) -> Check:
 
 
 def a_at_least_b(column_a: str, column_b: str, why: str) -> Check:
+    """A >= B on every row where both are present (a missing value is another contract's business)."""
     return Check("ExpectColumnPairValuesAToBeGreaterThanB",
-                 {"column_A": column_a, "column_B": column_b, "or_equal": True}, why)
+                 {"column_A": column_a, "column_B": column_b, "or_equal": True,
+                  "ignore_row_if": "either_value_is_missing"}, why)
 
 
 def not_null(column: str, why: str) -> Check:
@@ -97,8 +102,9 @@ def schema_table(name: str, source: str, frame: pd.DataFrame, expected: dict[str
     """One row per expected column: the dtype family it has ("missing" if absent) beside the one it must have."""
     rows = [(column, kind_of(frame[column]) if column in frame else "missing", want) for column, want in expected.items()]
     table = pd.DataFrame(rows, columns=["column", "kind", "expected_kind"])
-    return Table(f"{name}_schema", source, table, ("column",),
+    return Table(f"{name}{SCHEMA_SUFFIX}", source, table, ("column",),
                  (equal_pair("kind", "expected_kind", "the columns and dtypes downstream readers rely on"),))
 
 
 INT, FLOAT, TEXT, BOOL, TIME = "integer", "float", "string", "boolean", "datetime"
+SCHEMA_SUFFIX = "_schema"  # a data set's schema table precedes it; when it fails the data set's checks are skipped
