@@ -43,3 +43,10 @@ def test_inputs_writes_a_loadable_study(tmp_path, capsys):
     from terrapipe.study import DEFAULT_AOIS, load_study
     assert main(["inputs", "--dir", str(tmp_path / "inputs"), "--sites-per-aoi", "3"]) == 0
     assert len(load_study(tmp_path / "inputs").sites) == len(DEFAULT_AOIS) * 3
+
+
+def test_params_refuses_a_duplicated_key(tmp_path, capsys):
+    text = (REPO / "params.yaml").read_text().replace("seed: 0", "seed: 0\nseed: 1", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    assert main(["--params", str(tmp_path / "params.yaml"), "params"]) == 2
+    assert "key seed appears twice" in capsys.readouterr().err

@@ -73,10 +73,39 @@ def test_nothing_changed_after_a_run(repo):
 
 def test_a_param_change_reruns_only_its_dependants(repo):
     _set_params(repo, {"split": {"deepearth": {"min_distance_km": 20.0}}})
-    assert _stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout) == ["split@deepearth"]
+    assert _stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout) == [
+        "check_params", "split@deepearth", "validate_points"]
     _set_params(repo, {"normalize": {"std_multiplier": 3.0}})
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
-        "normalize_era5", "normalize_sentinel", "world_mosaic"]  # the mosaic reads the (re-normalized) store
+        "check_params", "normalize_era5", "normalize_sentinel", "validate_imagery",
+        "world_mosaic"]  # the mosaic reads the (re-normalized) store
+
+
+def test_a_typo_in_a_section_no_stage_would_rerun_stops_repro(repo):
+    """check_params depends on params.yaml itself: the typo is seen although no data stage would run."""
+    original = (repo / "params.yaml").read_text()
+    before = tree_digest(repo / "data" / "processed")
+    typo = original.replace("normalize:\n", "normalize:\n  std_multipler: 3.0\n", 1)
+    assert typo != original
+    (repo / "params.yaml").write_text(typo)
+    try:
+        result = _run([sys.executable, "-m", "dvc", "repro"], repo, check=False)
+        assert result.returncode != 0
+        assert "normalize.std_multipler: unknown key" in result.stderr + result.stdout
+        assert tree_digest(repo / "data" / "processed") == before
+    finally:
+        (repo / "params.yaml").write_text(original)
+
+
+def test_dvc_from_a_shell_without_the_venv_runs_the_stages_with_the_projects_python(repo):
+    """`.venv/bin/dvc repro` with the system Python first on PATH (the venv not activated)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(sys.prefix))
+    env["TERRAPIPE_VENV"] = sys.prefix  # the environment these tests run in (.venv under `make test`)
+    result = subprocess.run([str(Path(sys.prefix) / "bin" / "dvc"), "repro", "--force", "--single-item",
+                             "check_params"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "No module named" not in result.stderr
 
 
 def test_a_failing_stage_keeps_previous_outputs(repo):
