@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,14 @@ import yaml
 from conftest import run_stage
 
 from terrapipe.config import parse_params
-from terrapipe.data.era5 import build_era5_dataset, normalize_series, open_era5, site_series
+from terrapipe.data.era5 import (
+    FILE_SCHEMA,
+    VARIABLE_SCHEMA,
+    build_era5_dataset,
+    normalize_series,
+    open_era5,
+    site_series,
+)
 from terrapipe.data.normalize import MISSING_VALUE, band_stats
 from terrapipe.errors import InputDataError
 from terrapipe.modalities import ERA5_VARIABLES
@@ -52,6 +61,16 @@ def florida(raw_dir: Path) -> Path:
 def rewrite(ds: xr.Dataset, path: Path) -> Path:
     ds.to_netcdf(path, engine="netcdf4")
     return path
+
+
+def all_train(study) -> dict[str, str]:
+    return {s: "train" for s in study.sites["site_id"]}
+
+
+def build(raw: Path, study, out: Path) -> Path:
+    out.mkdir()
+    build_era5_dataset(raw, study.sites, all_train(study), [v.cds for v in ERA5_VARIABLES], 12, 2.0, out)
+    return out
 
 
 # -- the sample backend -----------------------------------------------------------------------------
@@ -179,6 +198,30 @@ def test_open_era5_rejects_other_schemas_naming_file_and_field(raw_dir, tmp_path
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("name, change, message", [
+    ("t2m", lambda v: v - 273.15, r"variable t2m values range [-\d.]+\.\.[-\d.]+, outside the plausible 170\.\.340 K: "
+                                  r"they look like degrees C labelled K"),
+    ("sp", lambda v: v / 100, r"variable sp values range .*: they look like hPa labelled Pa"),
+    ("tp", lambda v: v * 1000, r"variable tp values range .*: they look like mm labelled m"),
+    ("u10", lambda v: v * 100, r"variable u10 values range .*, outside the plausible -60\.\.60 m s\*\*-1\. Re-download"),
+])
+def test_values_implausible_for_their_units_fail_naming_file_and_variable(raw_dir, study, tmp_path, name, change,
+                                                                         message):
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    with xr.open_dataset(florida(raw_dir)) as ds:
+        ds = ds.load()
+    ds[name] = change(ds[name]).assign_attrs(ds[name].attrs)  # the units attribute still says K, Pa, m, m s**-1
+    path = rewrite(ds, florida(raw))
+    with pytest.raises(InputDataError, match=message) as info:
+        open_era5(path)
+    assert str(path) in str(info.value) and "dvc repro -f fetch_era5" in str(info.value)
+    out = tmp_path / "out"
+    with pytest.raises(InputDataError, match=message):
+        build(raw, study, out)
+    assert list(out.iterdir()) == []  # refused before anything was written
+
+
 def test_truncated_file_is_an_input_error_naming_it(raw_dir, tmp_path):
     path = tmp_path / "era5_central-florida_2024.nc"
     data = florida(raw_dir).read_bytes()
@@ -190,7 +233,8 @@ def test_truncated_file_is_an_input_error_naming_it(raw_dir, tmp_path):
 
 # -- per-site series and statistics ------------------------------------------------------------------------
 def test_site_series_takes_the_nearest_cell_and_keeps_missing_months(raw_dir, study):
-    raw, grid_lat, grid_lon = site_series(study.sites, raw_dir, 12)
+    read = site_series(study.sites, raw_dir, 12)
+    raw, grid_lat, grid_lon = read.values, read.grid_lat, read.grid_lon
     assert raw.shape == (len(study.sites), 12, 6) and raw.dtype == np.float32
     assert np.all(np.abs(grid_lat - study.sites["latitude"]) <= 0.05 + 1e-9)
     assert np.all(np.abs(grid_lon - study.sites["longitude"]) <= 0.05 + 1e-9)
@@ -203,7 +247,7 @@ def test_site_series_takes_the_nearest_cell_and_keeps_missing_months(raw_dir, st
     assert missing.any() and (missing.all(axis=2) == missing.any(axis=2)).all()  # whole months, all variables
 
     late = study.sites.assign(start_date=study.sites["start_date"] + pd.DateOffset(months=6))  # next year not fetched
-    raw_late, _, _ = site_series(late, raw_dir, 12)
+    raw_late = site_series(late, raw_dir, 12).values
     assert (raw_late[:, 6:] == MISSING_VALUE).all() and np.array_equal(raw_late[:, :6], raw[:, 6:])
 
 
@@ -217,7 +261,7 @@ def test_site_off_the_grid_or_without_a_file_is_an_input_error(raw_dir, study):
 
 
 def test_normalization_uses_train_sites_only_and_keeps_missing(raw_dir, study):
-    raw, _, _ = site_series(study.sites, raw_dir, 12)
+    raw = site_series(study.sites, raw_dir, 12).values
     is_train = np.arange(len(raw)) % 2 == 0
     series, stats = normalize_series(raw, is_train)
     expected = band_stats(raw[is_train])
@@ -244,6 +288,57 @@ def test_build_refuses_sites_without_a_split(raw_dir, study, tmp_path):
     split_of = {s: "train" for s in study.sites["site_id"][1:]}
     with pytest.raises(InputDataError, match="no split for site"):
         build_era5_dataset(raw_dir, study.sites, split_of, [v.cds for v in ERA5_VARIABLES], 12, 2.0, tmp_path)
+
+
+def test_quality_and_raw_files_tables(raw_dir, study, tmp_path):
+    out = build(raw_dir, study, tmp_path / "out")
+    table = pd.read_parquet(out / "raw_files.parquet")
+    assert list(table.columns) == [*FILE_SCHEMA, *VARIABLE_SCHEMA]
+    assert all(pd.api.types.is_string_dtype(table[name]) if dtype == "str" else table[name].dtype == dtype
+               for name, dtype in {**FILE_SCHEMA, **VARIABLE_SCHEMA}.items())
+    files = sorted(p.name for p in raw_dir.glob("*.nc"))
+    assert len(table) == len(files) * len(SHORT) and not table.duplicated(["file", "variable"]).any()
+    assert sorted(set(table["file"])) == files and (table["units"] == table["variable"].map(UNITS)).all()
+    row = table.set_index(["file", "variable"]).loc[(florida(raw_dir).name, "t2m")]
+    values = open_era5(florida(raw_dir))["t2m"].to_numpy().astype(np.float64)
+    assert [row["min"], row["max"]] == [np.nanmin(values), np.nanmax(values)]
+    assert [row["p01"], row["p50"], row["p99"]] == pytest.approx(np.nanpercentile(values, [1, 50, 99]), rel=1e-12)
+    assert row["missing_share"] == pytest.approx(np.isnan(values).mean()) and row["n_times"] == 12
+    assert (row["aoi_id"], row["year"], row["grid_step_deg"]) == ("central-florida", 2024, 0.1)
+    assert (row["lat_min"], row["lat_max"], row["lon_min"], row["lon_max"]) == pytest.approx((27.9, 29.1, -82.0, -80.8))
+
+    quality = json.loads((out / "quality.json").read_text())
+    raw = np.load(out / "series_raw.npy")
+    assert sorted(quality["sections"]) == sorted(SHORT) and quality["n_sites"] == len(study.sites)
+    t2m = quality["sections"]["t2m"]
+    assert t2m["missing_share"] == pytest.approx((raw[:, :, 0] == MISSING_VALUE).mean())
+    assert t2m["max_site_missing_share"] == pytest.approx((raw[:, :, 0] == MISSING_VALUE).mean(axis=1).max())
+    again = build(raw_dir, study, tmp_path / "again")  # deterministic bytes: no timestamps, sorted keys
+    assert all((out / n).read_bytes() == (again / n).read_bytes() for n in ("raw_files.parquet", "quality.json"))
+
+
+def test_an_aoi_without_t2m_is_warned_about_and_reported(raw_dir, study, tmp_path, caplog):
+    aoi = "central-florida"
+    raw = tmp_path / "raw"
+    shutil.copytree(raw_dir, raw)
+    for path in raw.glob(f"era5_{aoi}_*.nc"):
+        with xr.open_dataset(path) as ds:
+            ds = ds.load()
+        rewrite(ds.assign(t2m=xr.full_like(ds["t2m"], np.nan)), path)
+    with caplog.at_level(logging.WARNING, logger="terrapipe"):
+        out = build(raw, study, tmp_path / "out")
+    sites = study.sites.query("aoi_id == @aoi")["site_id"].tolist()
+    message = f"ERA5 t2m is missing for every month of AOI {aoi}: sites {', '.join(sites)} have no value"
+    assert message in caplog.text
+    quality = json.loads((out / "quality.json").read_text())
+    t2m = quality["sections"]["t2m"]
+    assert t2m["aois_fully_missing"] == [aoi] and t2m["sites_fully_missing"] == sorted(sites)
+    assert t2m["warnings"] == [message] and t2m["max_site_missing_share"] == 1.0 and quality["n_warnings"] >= 1
+    assert quality["sections"]["d2m"]["aois_fully_missing"] == []
+    raw_series = np.load(out / "series_raw.npy")
+    assert (raw_series[(study.sites["aoi_id"] == aoi).to_numpy(), :, 0] == MISSING_VALUE).all()
+    table = pd.read_parquet(out / "raw_files.parquet").query("aoi_id == @aoi and variable == 't2m'")
+    assert (table["missing_share"] == 1.0).all() and table["p50"].isna().all()
 
 
 # -- the stages, end to end --------------------------------------------------------------------------------

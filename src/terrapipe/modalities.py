@@ -68,6 +68,8 @@ class Modality:
     categorical: bool = False           # class codes: resample with nearest, never interpolate
     unit_scale: float = 1.0             # store value = (DN * scale + offset) * unit_scale
     tags: MappingProxyType = field(default_factory=lambda: MappingProxyType({}), hash=False)  # file-level tags
+    saturated: float | None = None      # raw value of a saturated pixel, read as missing; None: no such value
+                                        # (Landsat C2 flags saturation in QA_RADSAT, S1 dB has none)
 
     @property
     def bands(self) -> tuple[Band, ...]:
@@ -172,7 +174,7 @@ S2 = Modality(
                  Band("B12", 20, wavelength_nm=2190, stac_asset="swir22", **_S2)), 20, 20),
         BandSet((Band("B01", 60, wavelength_nm=443, stac_asset="coastal", **_S2),
                  Band("B09", 60, wavelength_nm=945, stac_asset="nir09", **_S2)), 60, 40)),
-    dtype="uint16", nodata=0, multitemporal=True, spatial=True, unit_scale=1e4,
+    dtype="uint16", nodata=0, multitemporal=True, spatial=True, unit_scale=1e4, saturated=65535,  # L2A's SATURATED
     tags=_tags(SENSOR="sentinel-2-l2a", PROCESSING_BASELINE="05.10", BOA_ADD_OFFSET=-1000))
 S1 = Modality(
     "s1", "sentinel1", (BandSet((Band("vv", 10, "dB"), Band("vh", 10, "dB")), 10, 10),),
@@ -209,6 +211,8 @@ WORLDCOVER = Modality(
     "worldcover", "worldcover", (BandSet((Band("worldcover", 10, "ESA WorldCover code", stac_asset="map"),), 10, 10),),
     dtype="uint8", nodata=0, multitemporal=False, spatial=True, decode_only=True, categorical=True,
     tags=_tags(PRODUCT="ESA WorldCover"))
+# ESA WorldCover v200 classes: tree, shrub, grass, crop, built-up, bare, snow/ice, water, wetland, mangroves, moss
+WORLDCOVER_CODES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
 SRTM = Modality(
     "srtm", "srtm", (BandSet((Band("elevation", 30, "m", stac_asset="data"),), 30, 10),),
     dtype="int16", nodata=-32768, multitemporal=False, spatial=True, decode_only=True,

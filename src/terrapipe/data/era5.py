@@ -14,22 +14,42 @@ terrapipe.modalities.ERA5_VARIABLES):
     series_raw.npy    float32 [N, T, V]  ERA5 units (K, K, Pa, m s**-1, m s**-1, m per day), missing = -99999
     sites.parquet     row, site_id, aoi_id, latitude, longitude, split, grid_latitude, grid_longitude
     stats.json        per-variable mean/std/count from TRAIN sites only, with units and short names
+    quality.json      per variable: missing shares, sites and AOIs with no value, the warnings logged
+    raw_files.parquet one row per (raw file, variable): its grid and value summary (FILE_SCHEMA, VARIABLE_SCHEMA)
+
+A units attribute can be right while the numbers are not (a conversion that forgot to relabel), so
+``open_era5`` also checks that the values are plausible in the stated unit.
 """
 from __future__ import annotations
 
 import functools
 import json
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from terrapipe.data.normalize import MISSING_VALUE, band_stats, normalize, stats_to_json
+from terrapipe.data.quality import VALUE_COLUMNS, FileRows, missing_report, value_summary, write_quality
 from terrapipe.errors import InputDataError, TerrapipeError
 from terrapipe.modalities import ERA5, ERA5_VARIABLES
 from terrapipe.modalities import era5_selected as selected
 
+log = logging.getLogger("terrapipe.era5")
+
 DIMS = ("time", "latitude", "longitude")
 _UNIT_SPELLINGS = {"m s-1": "m s**-1", "m/s": "m s**-1", "kelvin": "K"}
+# What a monthly mean can be in each ERA5 unit (tp: the mean daily total, m), and the mislabelling a range
+# outside it usually is: the other unit's name and its conversion to the stated one.
+PLAUSIBLE = {"K": (170.0, 340.0), "Pa": (40_000.0, 110_000.0), "m s**-1": (-60.0, 60.0), "m": (0.0, 0.2)}
+MISLABELLED = {"K": ("degrees C", lambda v: v + 273.15), "Pa": ("hPa", lambda v: v * 100.0),
+               "m": ("mm", lambda v: v / 1000.0)}
+# raw_files.parquet: one row per (file, variable), what the reader saw (see terrapipe.data.quality).
+FILE_SCHEMA = {"file": "str", "aoi_id": "str", "year": "int64", "n_times": "int64", "lat_min": "float64",
+               "lat_max": "float64", "lon_min": "float64", "lon_max": "float64", "grid_step_deg": "float64"}
+VARIABLE_SCHEMA = {"variable": "str", "units": "str", **{name: "float64" for name in VALUE_COLUMNS},
+                   "missing_share": "float64"}
 
 
 def _fail(path, problem: str) -> InputDataError:
@@ -74,8 +94,31 @@ def normalize_schema(ds, path, variables=ERA5_VARIABLES):
     return ds
 
 
+def check_values(ds, path, variables=ERA5_VARIABLES) -> None:
+    """Refuse a variable whose values are implausible in its stated unit, naming what they look like.
+
+    A variable without any value passes: a whole gap is the stage's to report, not a broken file.
+    """
+    for var in variables:
+        values = ds[var.short].to_numpy()
+        if not np.isfinite(values).any():
+            continue
+        low, high = float(np.nanmin(values)), float(np.nanmax(values))
+        floor, ceiling = PLAUSIBLE[var.units]
+        if floor <= low and high <= ceiling:
+            continue
+        problem = (f"variable {var.short} values range {low:g}..{high:g}, outside the plausible "
+                   f"{floor:g}..{ceiling:g} {var.units}")
+        name, convert = MISLABELLED.get(var.units, (None, None))
+        if name and floor <= convert(low) and convert(high) <= ceiling:
+            problem += f": they look like {name} labelled {var.units}"
+        raise InputDataError(path, problem, f"Re-download it with `dvc repro -f fetch_era5`, or convert {var.short} "
+                             f"to {var.units} where the file is made")
+
+
 def open_era5(path, variables=ERA5_VARIABLES):
-    """Read one ERA5 monthly-means NetCDF fully into memory, normalised (see ``normalize_schema``)."""
+    """Read one ERA5 monthly-means NetCDF fully into memory, normalised (see ``normalize_schema``), its
+    values checked against their units (``check_values``)."""
     import xarray as xr
 
     try:
@@ -85,7 +128,9 @@ def open_era5(path, variables=ERA5_VARIABLES):
         raise _fail(path, "missing") from None
     except (OSError, RuntimeError, ValueError, KeyError) as exc:  # netCDF/HDF5 errors surface as these
         raise _fail(path, f"not a readable NetCDF file, truncated or corrupt ({exc})") from None
-    return normalize_schema(ds, path, variables)
+    ds = normalize_schema(ds, path, variables)
+    check_values(ds, path, variables)
+    return ds
 
 
 def cell_series(ds, path, latitude, longitude, months, variables=ERA5_VARIABLES):
@@ -116,16 +161,39 @@ def cell_series(ds, path, latitude, longitude, months, variables=ERA5_VARIABLES)
     return values, lat_grid[i], lon_grid[j]
 
 
-def site_series(sites, raw_dir, n_months: int, variables=ERA5_VARIABLES):
-    """Raw monthly series (N, T, V) in ERA5 units for ``sites`` (MISSING_VALUE where no file has a value).
+@dataclass(frozen=True)
+class SiteSeries:
+    """Each site's raw monthly series, the grid cells it came from, and the rows of the files read."""
+    values: np.ndarray      # float32 (N, T, V) in ERA5 units, MISSING_VALUE where no file has a value
+    grid_lat: np.ndarray    # (N,) the chosen cells' latitude and longitude
+    grid_lon: np.ndarray
+    files: FileRows         # raw_files.parquet
+
+
+def add_file_rows(files: FileRows, ds, file: str, aoi_id: str, year: int, variables=ERA5_VARIABLES) -> None:
+    """One file's rows: its grid and each variable's value summary, on the dataset already read."""
+    values = np.stack([ds[v.short].to_numpy().ravel() for v in variables])
+    valid = np.isfinite(values)
+    lat, lon = ds["latitude"].to_numpy(), ds["longitude"].to_numpy()
+    steps = np.abs(np.concatenate([np.diff(lat), np.diff(lon)]))
+    files.add({"file": file, "aoi_id": aoi_id, "year": year, "n_times": ds.sizes["time"], "lat_min": float(lat.min()),
+               "lat_max": float(lat.max()), "lon_min": float(lon.min()), "lon_max": float(lon.max()),
+               "grid_step_deg": float(np.round(steps.max(), 6)) if steps.size else np.nan},
+              {"variable": [v.short for v in variables], "units": [v.units for v in variables],
+               **dict(zip(VALUE_COLUMNS, value_summary(values, valid).T)), "missing_share": 1.0 - valid.mean(axis=1)})
+
+
+def site_series(sites, raw_dir, n_months: int, variables=ERA5_VARIABLES) -> SiteSeries:
+    """Raw monthly series (N, T, V) in ERA5 units for ``sites``, and what each file held.
 
     Each site reads its AOI's files (``era5_<aoi>_<year>.nc``); a month comes from the first file
-    holding a value for it. Returns the series and the chosen grid cells' latitude and longitude (N,).
+    holding a value for it.
     """
     from terrapipe.study import site_months
 
     series = np.full((len(sites), n_months, len(variables)), np.nan)
     grid_lat, grid_lon = np.full(len(sites), np.nan), np.full(len(sites), np.nan)
+    files = FileRows(FILE_SCHEMA, VARIABLE_SCHEMA)
     for aoi_id, rows in sites.groupby("aoi_id", sort=False).indices.items():
         paths = sorted(Path(raw_dir).glob(f"era5_{aoi_id}_[0-9][0-9][0-9][0-9].nc"))
         if not paths:
@@ -134,12 +202,13 @@ def site_series(sites, raw_dir, n_months: int, variables=ERA5_VARIABLES):
         group = sites.iloc[rows]
         months = [site_months(d, n_months) for d in group["start_date"]]
         for path in paths:
-            values, lat, lon = cell_series(open_era5(path, variables), path, group["latitude"],
-                                           group["longitude"], months, variables)
+            ds = open_era5(path, variables)
+            values, lat, lon = cell_series(ds, path, group["latitude"], group["longitude"], months, variables)
             series[rows] = np.where(np.isnan(series[rows]), values, series[rows])
             grid_lat[rows], grid_lon[rows] = lat, lon
+            add_file_rows(files, ds, path.name, aoi_id, int(path.stem.rsplit("_", 1)[1]), variables)
     series[np.isnan(series)] = MISSING_VALUE
-    return series.astype(np.float32), grid_lat, grid_lon
+    return SiteSeries(series.astype(np.float32), grid_lat, grid_lon, files)
 
 
 def normalize_series(raw: np.ndarray, is_train: np.ndarray, variables=ERA5_VARIABLES, std_multiplier: float = 2.0):
@@ -159,7 +228,8 @@ def normalize_series(raw: np.ndarray, is_train: np.ndarray, variables=ERA5_VARIA
 
 def build_era5_dataset(raw_dir, sites, split_of: dict[str, str], variables, months: int, std_multiplier: float,
                        out_dir) -> dict:
-    """The normalize_era5 stage: raw files + site split -> series.npy, series_raw.npy, sites.parquet, stats.json.
+    """The normalize_era5 stage: raw files + site split -> series.npy, series_raw.npy, sites.parquet, stats.json,
+    quality.json, raw_files.parquet. Nothing is written before every input has been checked.
 
     ``split_of`` maps site_id to 'train' / 'test' (terrapipe.study.read_split_assignments); returns the stats.
     """
@@ -168,15 +238,20 @@ def build_era5_dataset(raw_dir, sites, split_of: dict[str, str], variables, mont
         raise InputDataError("data/processed/splits/sites/assignments.parquet", f"no split for site(s) {unknown[:5]}",
                              "Re-run the split_sites stage for the current study (study.sites_per_aoi)")
     variables = selected(variables)
-    raw, grid_lat, grid_lon = site_series(sites, raw_dir, months, variables)
+    read = site_series(sites, raw_dir, months, variables)
     split = sites["site_id"].map(split_of).to_numpy(dtype=str)
-    series, stats = normalize_series(raw, split == "train", variables, std_multiplier)
+    series, stats = normalize_series(read.values, split == "train", variables, std_multiplier)
     table = sites[["site_id", "aoi_id", "latitude", "longitude"]].assign(
-        split=split, grid_latitude=grid_lat, grid_longitude=grid_lon)
+        split=split, grid_latitude=read.grid_lat, grid_longitude=read.grid_lon)
     table.insert(0, "row", np.arange(len(table)))
+    missing = (read.values == MISSING_VALUE).sum(axis=1)  # (N, V) months without a value
+    quality = {v.short: missing_report(f"ERA5 {v.short}", "every month", missing[:, k], months, sites["site_id"],
+                                       sites["aoi_id"]) for k, v in enumerate(variables)}
     out_dir = Path(out_dir)
     np.save(out_dir / "series.npy", series)
-    np.save(out_dir / "series_raw.npy", raw)
+    np.save(out_dir / "series_raw.npy", read.values)
     table.to_parquet(out_dir / "sites.parquet", index=False)
+    read.files.write(out_dir / "raw_files.parquet")
+    write_quality(out_dir / "quality.json", quality, log, n_sites=len(sites))
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=2, allow_nan=False) + "\n")
     return stats
