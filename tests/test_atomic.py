@@ -1,4 +1,6 @@
 """Outputs appear whole or not at all; a failure leaves the previous version in place."""
+import os
+
 import pytest
 
 from terrapipe.atomic import atomic_path, write_json
@@ -39,3 +41,15 @@ def test_write_json_rejects_nan_without_touching_target(tmp_path):
     with pytest.raises(ValueError):
         write_json(target, {"a": float("nan")})
     assert target.read_text().strip().startswith("{")
+
+
+def test_temporaries_of_a_killed_run_are_removed_but_a_live_writers_are_kept(tmp_path):
+    target = tmp_path / "store"
+    dead = tmp_path / ".store.tmp-999999999-0badf00d"        # no such process
+    live = tmp_path / f".store.tmp-{os.getppid()}-0badf00d"   # a running process: another writer
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "half.npy").write_bytes(b"x" * 100)
+    with atomic_path(target, directory=True) as tmp:
+        (tmp / "a").write_text("new")
+    assert not dead.exists() and live.exists()

@@ -7,7 +7,8 @@ filesystem (os.replace is atomic there).
 A run killed with SIGKILL cannot clean up: its ``.<name>.tmp-*`` sibling stays behind (GB at scale).
 The next ``atomic_path`` on the same target removes such leftovers first, and if the kill fell between
 the two renames of a directory swap (target gone, ``.<name>.old-*`` present) it puts the old tree back.
-Only one run writes a given output at a time (DVC holds a repository lock), so leftovers are stale.
+A temporary's name carries its writer's pid, so one whose process still runs (a second run started
+by hand, outside DVC's repository lock) is left alone.
 """
 from __future__ import annotations
 
@@ -23,7 +24,25 @@ log = logging.getLogger("terrapipe")
 
 
 def _tmp_sibling(path: Path, tag: str) -> Path:
-    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}")
+    """``.<name>.<tag>-<pid>-<random>``: the pid tells a live writer's temporary from a killed one's."""
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _writer_alive(path: Path) -> bool:
+    """Whether the process that made this temporary still runs (then it is not stale)."""
+    try:
+        pid = int(path.name.rsplit("-", 2)[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:
@@ -42,6 +61,8 @@ def remove_stale(target: Path) -> None:
     """Clean up after a killed run on ``target``: restore a swapped-out old tree, drop temporaries."""
     leftovers = sorted(target.parent.glob(f".{target.name}.tmp-*")) + sorted(target.parent.glob(f".{target.name}.old-*"))
     for path in leftovers:
+        if _writer_alive(path):
+            continue  # another run is writing this output right now (outside DVC, which would lock it)
         if path.name.startswith(f".{target.name}.old-") and not target.exists():
             os.replace(path, target)
             log.warning("restored %s from %s (an earlier run was killed between two renames)", target, path.name)
