@@ -1,0 +1,1 @@
+"""Figures and reports made from the processed data and the runs."""
