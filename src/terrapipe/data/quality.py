@@ -2,7 +2,7 @@
 
 The readers hold every raster and NetCDF variable in memory already, so they summarise it there
 (a second pass over ~10k files would cost the whole read again) and hand the rows back with the
-data. The lead's Great Expectations suites validate both outputs:
+data. terrapipe.data.validation (Great Expectations) validates both outputs:
 
     raw_files.parquet   one row per (file, band or variable): where the file is and what its values are
     quality.json        per modality or variable: missing shares, saturated pixels, fully missing
