@@ -1,7 +1,7 @@
-"""DVC stage validate_GROUP: Great Expectations suites over a group of processed data sets.
+"""DVC stage validate: Great Expectations suites over every processed data set -> data/quality/report.json.
 
-python stages/validate.py {imagery,points}: writes data/quality/GROUP/report.json (what training stages
-depend on) and GX Data Docs to data/quality/docs/GROUP/; a broken contract exits 2 and keeps the old report.
+Training and evaluation stages depend on the report; GX Data Docs go to data/quality/docs/ (index.html).
+A broken contract exits 2, names what broke and keeps the old report.
 """
 import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
 from terrapipe import paths
@@ -9,17 +9,13 @@ from terrapipe.stage import run_stage
 
 
 def main(args) -> None:
-    from terrapipe.atomic import atomic_path, write_json
-    from terrapipe.data.validation import validate_group
+    from terrapipe.atomic import write_json
+    from terrapipe.data.validation import validate_all
     from terrapipe.study import load_study
 
     study = load_study(args.inputs, args.params_obj.study.sites_per_aoi)
-    docs = paths.DATA_DOCS / args.group
-    report = validate_group(args.group, args.params_obj, study, docs)
-    with atomic_path(paths.quality_dir(args.group), directory=True) as tmp:
-        write_json(tmp / "report.json", report)
+    write_json(paths.VALIDATION_REPORT, validate_all(args.params_obj, study, paths.DATA_DOCS))
 
 
 if __name__ == "__main__":
-    run_stage(main, __doc__, extra_args=lambda parser: parser.add_argument(
-        "group", choices=paths.VALIDATION_GROUPS, help="which group of data sets to validate"))
+    run_stage(main, __doc__)

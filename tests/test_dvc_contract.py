@@ -18,10 +18,11 @@ def expected_out(name: str) -> str:
     kind, _, item = name.replace("@", "_").partition("_")
     if name == "check_params":
         return str(paths.PARAMS_CHECK)
+    if name == "validate":
+        return str(paths.VALIDATION_REPORT)
     if name == "world_mosaic":
         return str(paths.FIGURES)
-    return str({"fetch": paths.raw, "normalize": paths.processed, "split": paths.split_dir,
-                "validate": paths.quality_dir}[kind](item))
+    return str({"fetch": paths.raw, "normalize": paths.processed, "split": paths.split_dir}[kind](item))
 
 
 def test_dvc_yaml_declares_the_stages_of_terrapipe_paths_in_order(stages):
@@ -43,8 +44,8 @@ def test_the_import_walk_sees_lazy_imports_and_sibling_helpers():
 
 
 def test_training_data_is_validated_before_use(stages):
-    """The validate stages read every processed data set (the next stages depend on their reports)."""
-    validated = {d.def_path for name in ("validate_imagery", "validate_points") for d in stages[name].deps}
+    """The validate stage reads every processed data set (the next stages depend on its report)."""
+    validated = {d.def_path for d in stages["validate"].deps}
     for dataset in paths.DATASETS:
         assert str(paths.processed(dataset)) in validated
     for dataset in paths.SPLIT_DATASETS:

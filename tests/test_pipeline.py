@@ -74,11 +74,10 @@ def test_nothing_changed_after_a_run(repo):
 def test_a_param_change_reruns_only_its_dependants(repo):
     _set_params(repo, {"split": {"deepearth": {"min_distance_km": 20.0}}})
     assert _stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout) == [
-        "check_params", "split@deepearth", "validate_points"]
+        "check_params", "split@deepearth", "validate"]
     _set_params(repo, {"normalize": {"std_multiplier": 3.0}})
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
-        "check_params", "normalize_era5", "normalize_sentinel", "validate_imagery",
-        "world_mosaic"]  # the mosaic reads the (re-normalized) store
+        "check_params", "normalize_era5", "normalize_sentinel", "validate", "world_mosaic"]  # the mosaic reads the (re-normalized) store
 
 
 def test_a_typo_in_a_section_no_stage_would_rerun_stops_repro(repo):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMALL_PARAMS, run_stage, tree_digest
+from conftest import SMALL_PARAMS, run_stage
 
 from terrapipe import paths
 
@@ -44,32 +44,31 @@ def copy(pipeline, tmp_path, monkeypatch):
     return target
 
 
-def validate(group: str):
+def validate():
     from terrapipe.config import load_params
-    from terrapipe.data.validation import validate_group
+    from terrapipe.data.validation import validate_all
     from terrapipe.study import load_study
 
     params = load_params("params.yaml")
-    return validate_group(group, params, load_study(paths.INPUTS, params.study.sites_per_aoi),
-                          paths.DATA_DOCS / group)
+    return validate_all(params, load_study(paths.INPUTS, params.study.sites_per_aoi), paths.DATA_DOCS)
 
 
-def test_both_groups_pass_on_the_pipeline_outputs_and_leave_data_docs(pipeline, monkeypatch):
-    for group in paths.VALIDATION_GROUPS:
-        run_stage("validate", group, cwd=pipeline)
-        report = json.loads((pipeline / paths.quality_dir(group) / "report.json").read_text())
-        assert report["success"] and report["data_sets"]
-        for name, data_set in report["data_sets"].items():
+def test_every_group_passes_on_the_pipeline_outputs_and_leaves_data_docs(pipeline, monkeypatch):
+    run_stage("validate", cwd=pipeline)
+    report = json.loads((pipeline / paths.VALIDATION_REPORT).read_text())
+    assert report["success"] and list(report["groups"]) == list(paths.VALIDATION_GROUPS)
+    index = (pipeline / paths.DATA_DOCS / "index.html").read_text()
+    for group in report["groups"].values():
+        for name, data_set in group.items():
             assert data_set["expectations"] and all(e["success"] for e in data_set["expectations"]), name
-        index = pipeline / paths.DATA_DOCS / group / "index.html"
-        assert index.is_file() and any(name in index.read_text() for name in report["data_sets"])
+            assert name in index
     monkeypatch.chdir(pipeline)  # no run id or time in the report: the DVC output changes only with the data
-    assert json.loads(json.dumps(validate("points"))) == report
+    assert json.loads(json.dumps(validate())) == report
 
 
-def test_a_corrupted_store_and_raw_summary_fail_validate_imagery_naming_what_broke(copy):
+def test_a_corrupted_store_raw_summary_and_series_fail_validate_naming_what_broke(copy):
     store = paths.processed("sentinel")
-    before = tree_digest(copy / paths.quality_dir("imagery"))
+    before = (copy / paths.VALIDATION_REPORT).read_bytes()
     s2 = np.load(store / "s2.npy", mmap_mode="r+")
     s2[0, :, :, 0, :] = 7.5                    # a site's first month overwritten: 30 train std off
     s2.flush()
@@ -81,7 +80,7 @@ def test_a_corrupted_store_and_raw_summary_fail_validate_imagery_naming_what_bro
     values[..., 0] -= 273.15                   # t2m in degrees C
     np.save(series, values)
 
-    result = run_stage("validate", "imagery", cwd=copy, check=False)
+    result = run_stage("validate", cwd=copy, check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     message = result.stderr
     for expected in ("data set sentinel_store_bands", "norm_train_mean", "data set sentinel_raw_files",
@@ -89,8 +88,8 @@ def test_a_corrupted_store_and_raw_summary_fail_validate_imagery_naming_what_bro
                      "data set era5_site_months", "ExpectColumnValuesToBeBetween on column t2m", "Data Docs:"):
         assert expected in message, message
     assert "Traceback" not in message
-    assert tree_digest(copy / paths.quality_dir("imagery")) == before  # the old report stays in place
-    pages = "".join(p.read_text() for p in (copy / paths.DATA_DOCS / "imagery").rglob("*.html"))
+    assert (copy / paths.VALIDATION_REPORT).read_bytes() == before  # the old report stays in place
+    pages = "".join(p.read_text() for p in (copy / paths.DATA_DOCS).rglob("*.html"))
     assert "sentinel_store_bands" in pages and "epsg" in pages
     assert "Failed" in pages or "failed" in pages
 
@@ -104,9 +103,9 @@ def test_split_invariants_catch_a_training_point_in_a_test_region(copy):
     from terrapipe.data.validation.gx import DataContractError
 
     with pytest.raises(DataContractError) as failure:
-        validate("points")
+        validate()
     message = str(failure.value)
-    assert "deepearth_split" in message and "in_test_region" in message and frame.loc[test_row, "id"] in message
+    assert "deepearth_split" in message and "train_in_test_region" in message and frame.loc[test_row, "id"] in message
 
 
 def test_a_schema_change_is_named_by_column(copy):
@@ -115,7 +114,7 @@ def test_a_schema_change_is_named_by_column(copy):
     from terrapipe.data.validation.gx import DataContractError
 
     with pytest.raises(DataContractError) as failure:
-        validate("points")
+        validate()
     assert "alphaearth_points_schema" in str(failure.value) and "'column': 't_norm'" in str(failure.value)
 
 

@@ -12,12 +12,12 @@ INPUTS = Path("data/inputs")          # the study definition (data.dvc)
 RAW = Path("data/raw")                # fetch_<dataset> outputs, one folder per dataset
 PROCESSED = Path("data/processed")    # normalize_<dataset> outputs
 SPLITS = PROCESSED / "splits"         # split_sites and split@<dataset> outputs
-QUALITY = Path("data/quality")        # validate_<group> outputs (reports; Data Docs under docs/)
+QUALITY = Path("data/quality")        # check_params and validate outputs (Data Docs under docs/)
 FIGURES = PROCESSED / "figures"
 
 DATASETS = ("era5", "sentinel", "alphaearth", "deepearth")
 SPLIT_DATASETS = ("sites", "deepearth", "alphaearth")
-VALIDATION_GROUPS = ("imagery", "points")  # validate_imagery: sentinel + ERA5 + site split; _points: the rest
+VALIDATION_GROUPS = ("imagery", "points")  # sections of the validate report: sentinel + ERA5 + site split; the rest
 
 # The pipeline's stages in dvc.yaml's order (foreach stages as DVC names them: split@deepearth).
 STAGES = ("check_params",
@@ -25,7 +25,7 @@ STAGES = ("check_params",
           "split_sites",
           *(f"normalize_{d}" for d in DATASETS),
           "split@deepearth", "split@alphaearth",
-          *(f"validate_{g}" for g in VALIDATION_GROUPS),
+          "validate",
           "world_mosaic")
 
 
@@ -49,10 +49,6 @@ def split_assignments(dataset: str) -> Path:
     return split_dir(dataset) / "assignments.parquet"
 
 
-def quality_dir(group: str) -> Path:
-    """The validate_<group> output folder (its report.json is what training stages depend on)."""
-    return QUALITY / group
-
-
 PARAMS_CHECK = QUALITY / "params.json"  # check_params: the resolved, validated params.yaml
-DATA_DOCS = QUALITY / "docs"           # GX Data Docs sites, one per validation group (not DVC-tracked)
+VALIDATION_REPORT = QUALITY / "report.json"  # validate: what training and evaluation stages depend on
+DATA_DOCS = QUALITY / "docs"           # validate: the GX Data Docs site (not DVC-tracked: it holds run times)

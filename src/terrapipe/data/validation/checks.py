@@ -2,6 +2,8 @@
 
 Nothing here imports Great Expectations: building the tables and stating the contracts is pure and
 cheap to test; terrapipe.data.validation.gx turns each Check into a GX expectation and runs them.
+A contract that holds for some rows only is a derived column (e.g. ``train_in_test_region``), not a GX
+row condition: those are deprecated and cost a pandas query each.
 """
 from __future__ import annotations
 
@@ -21,15 +23,9 @@ class Check:
     def column(self) -> str | None:
         return self.kwargs.get("column") or self.kwargs.get("column_A")
 
-    @property
-    def where(self) -> str | None:
-        return self.kwargs.get("row_condition")
-
     def describe(self) -> str:
         """A one-line statement of the contract, for error messages."""
-        args = {k: v for k, v in self.kwargs.items() if k not in ("row_condition", "condition_parser")}
-        text = f"{self.expectation}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
-        return f"{text} where {self.where}" if self.where else text
+        return f"{self.expectation}({', '.join(f'{k}={v!r}' for k, v in self.kwargs.items())})"
 
 
 @dataclass(frozen=True)
@@ -42,27 +38,18 @@ class Table:
     checks: tuple[Check, ...]
 
 
-def _where(kwargs: dict, where: str | None) -> dict:
-    return {**kwargs, "row_condition": where, "condition_parser": "pandas"} if where else kwargs
-
-
-def between(column: str, low: float | None, high: float | None, why: str, *, where: str | None = None,
-            mostly: float = 1.0) -> Check:
+def between(column: str, low: float | None, high: float | None, why: str, *, mostly: float = 1.0) -> Check:
     kwargs = {"column": column, "min_value": low, "max_value": high}
     if mostly < 1.0:
         kwargs["mostly"] = mostly
-    return Check("ExpectColumnValuesToBeBetween", _where(kwargs, where), why)
+    return Check("ExpectColumnValuesToBeBetween", kwargs, why)
 
 
-def mean_between(column: str, low: float, high: float, why: str, *, where: str | None = None) -> Check:
-    return Check("ExpectColumnMeanToBeBetween", _where({"column": column, "min_value": low, "max_value": high}, where), why)
-
-
-def in_set(column: str, values, why: str, *, where: str | None = None, mostly: float = 1.0) -> Check:
+def in_set(column: str, values, why: str, *, mostly: float = 1.0) -> Check:
     kwargs = {"column": column, "value_set": sorted(values)}
     if mostly < 1.0:
         kwargs["mostly"] = mostly
-    return Check("ExpectColumnValuesToBeInSet", _where(kwargs, where), why)
+    return Check("ExpectColumnValuesToBeInSet", kwargs, why)
 
 
 def equal_pair(column_a: str, column_b: str, why: str) -> Check:
@@ -74,10 +61,6 @@ def a_at_least_b(column_a: str, column_b: str, why: str) -> Check:
     return Check("ExpectColumnPairValuesAToBeGreaterThanB",
                  {"column_A": column_a, "column_B": column_b, "or_equal": True,
                   "ignore_row_if": "either_value_is_missing"}, why)
-
-
-def not_null(column: str, why: str) -> Check:
-    return Check("ExpectColumnValuesToNotBeNull", {"column": column}, why)
 
 
 def unique(column: str, why: str) -> Check:

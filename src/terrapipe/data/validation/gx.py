@@ -1,4 +1,4 @@
-"""Run the contracts of one validation group through Great Expectations and build its Data Docs.
+"""Run the contracts of every validation group through Great Expectations and build the Data Docs.
 
 One ephemeral GX context per run: a pandas data source with one dataframe asset, suite and checkpoint
 per table, and a Data Docs site in ``docs_dir`` (index.html lists every table's validation, the
@@ -19,13 +19,15 @@ from terrapipe.data.validation.checks import SCHEMA_SUFFIX, Check, Table
 from terrapipe.errors import TerrapipeError
 
 WORST_ROWS = 5
+DOCS_SITE = "terrapipe"
+DATA_SOURCE = "terrapipe"
 
 
 class DataContractError(TerrapipeError):
     """A data set breaks its contract: the run stops before anything trains on it."""
 
 
-def _context(group: str, docs_dir: Path):
+def _context(docs_dir: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
@@ -36,11 +38,12 @@ def _context(group: str, docs_dir: Path):
     config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(), analytics_enabled=False,
                                progress_bars=ProgressBarsConfig(globally=False))
     context = gx.get_context(mode="ephemeral", project_config=config)
-    context.add_data_docs_site(site_name=group, site_config={
+    context.add_data_docs_site(site_name=DOCS_SITE, site_config={
         "class_name": "SiteBuilder",
         "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.absolute())},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         "site_section_builders": {"profiling": "0", "expectations": "0"}})  # validation pages show the suites
+    context.data_sources.add_pandas(DATA_SOURCE)
     return context
 
 
@@ -50,50 +53,55 @@ def _expectation(check: Check, index: int):
     return getattr(gxe, check.expectation)(**check.kwargs, meta={"why": check.why, "check": index})
 
 
-def run_tables(group: str, tables: list[Table], docs_dir: Path) -> dict:
+def run_tables(groups: dict[str, list[Table]], docs_dir: Path) -> dict:
     """Validate every table, write the Data Docs, return the report; raise DataContractError on a failure."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO lines would bury the stage log
-    import great_expectations as gx
-
     shutil.rmtree(docs_dir, ignore_errors=True)  # the index shows this run only
     docs_dir.mkdir(parents=True)
-    context = _context(group, docs_dir)
-    source = context.data_sources.add_pandas(f"terrapipe-{group}")
-    report = {"group": group, "success": True, "data_docs": str(docs_dir / "index.html"), "data_sets": {}}
+    context = _context(docs_dir)
+    report = {"success": True, "data_docs": str(docs_dir / "index.html"), "groups": {}}
     failures = []
-    schema_broken = set()  # data sets whose schema check failed: their other checks would only raise
-    for table in tables:
-        if table.name in schema_broken:
-            report["data_sets"][table.name] = {"source": table.source, "rows": len(table.frame),
-                                               "skipped": f"{table.name}{SCHEMA_SUFFIX} failed"}
-            continue
-        batch = source.add_dataframe_asset(table.name).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(gx.ExpectationSuite(name=table.name, expectations=[_expectation(c, i) for i, c in enumerate(table.checks)],
-                                                       meta={"source": table.source}))
-        definition = context.validation_definitions.add(gx.ValidationDefinition(name=table.name, data=batch, suite=suite))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(  # Data Docs built once at the end: each build is ~1 s
-            name=f"{group}-{table.name}", validation_definitions=[definition],
-            result_format={"result_format": "COMPLETE", "partial_unexpected_count": WORST_ROWS}))
-        outcome = checkpoint.run(batch_parameters={"dataframe": table.frame})
-        (validation,) = outcome.run_results.values()
-        results = sorted(validation.results, key=lambda r: r.expectation_config.meta["check"])  # GX reorders them
-        entries = [_entry(table, table.checks[r.expectation_config.meta["check"]], r) for r in results]
-        report["data_sets"][table.name] = {"source": table.source, "rows": len(table.frame), "expectations": entries}
-        failures += [(table, entry) for entry in entries if not entry["success"]]
-        if table.name.endswith(SCHEMA_SUFFIX) and not all(e["success"] for e in entries):
-            schema_broken.add(table.name.removesuffix(SCHEMA_SUFFIX))
-    context.build_data_docs(site_names=[group])
+    for group, tables in groups.items():
+        data_sets = report["groups"].setdefault(group, {})
+        schema_broken = set()  # data sets whose schema check failed: their other checks would only raise
+        for table in tables:
+            if table.name in schema_broken:
+                data_sets[table.name] = {"source": table.source, "rows": len(table.frame),
+                                         "skipped": f"{table.name}{SCHEMA_SUFFIX} failed"}
+                continue
+            entries = _validate(context, table)
+            data_sets[table.name] = {"source": table.source, "rows": len(table.frame), "expectations": entries}
+            failures += [(table, entry) for entry in entries if not entry["success"]]
+            if table.name.endswith(SCHEMA_SUFFIX) and not all(e["success"] for e in entries):
+                schema_broken.add(table.name.removesuffix(SCHEMA_SUFFIX))
+    context.build_data_docs(site_names=[DOCS_SITE])
     if failures:
         report["success"] = False
-        raise DataContractError(_failure_message(group, failures, docs_dir))
+        raise DataContractError(_failure_message(failures, docs_dir))
     return report
+
+
+def _validate(context, table: Table) -> list[dict]:
+    """One table through its own suite and checkpoint (GX stores the result for the Data Docs)."""
+    import great_expectations as gx
+
+    batch = context.data_sources.get(DATA_SOURCE).add_dataframe_asset(table.name).add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(gx.ExpectationSuite(name=table.name, meta={"source": table.source},
+                                                   expectations=[_expectation(c, i) for i, c in enumerate(table.checks)]))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=table.name, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(  # Data Docs built once at the end: each build is ~1 s
+        name=table.name, validation_definitions=[definition],
+        result_format={"result_format": "COMPLETE", "partial_unexpected_count": WORST_ROWS}))
+    (validation,) = checkpoint.run(batch_parameters={"dataframe": table.frame}).run_results.values()
+    results = sorted(validation.results, key=lambda r: r.expectation_config.meta["check"])  # GX reorders them
+    return [_entry(table, table.checks[r.expectation_config.meta["check"]], r) for r in results]
 
 
 def _entry(table: Table, check: Check, result) -> dict:
     """One expectation's outcome as plain JSON (observed value, counts, worst rows)."""
     _raise_on_gx_error(table, check, result)
     detail = result.result or {}
-    entry = {"expectation": check.expectation, "column": check.column, "where": check.where, "why": check.why,
+    entry = {"expectation": check.expectation, "column": check.column, "why": check.why,
              "success": bool(result.success)}
     if "observed_value" in detail:
         entry["observed_value"] = _plain(detail["observed_value"])
@@ -143,14 +151,13 @@ def _plain(value):
     return value if isinstance(value, (int, str, bool)) or value is None else str(value)
 
 
-def _failure_message(group: str, failures: list, docs_dir: Path) -> str:
-    lines = [f"validate_{group}: {len(failures)} expectation(s) failed, so nothing may train on this data."]
+def _failure_message(failures: list, docs_dir: Path) -> str:
+    lines = [f"validate: {len(failures)} expectation(s) failed, so nothing may train on this data."]
     for table, entry in failures:
-        where = f" where {entry['where']}" if entry["where"] else ""
         counts = (f"{entry['unexpected_count']} of {entry['element_count']} rows" if "unexpected_count" in entry
                   else f"observed {entry.get('observed_value')!r}")
         lines.append(f"  - data set {table.name} ({table.source}): {entry['expectation']} on column "
-                     f"{entry['column']}{where} failed ({counts}); contract: {entry['why']}")
+                     f"{entry['column']} failed ({counts}); contract: {entry['why']}")
         for row in entry.get("worst_rows", []):
             lines.append(f"      {row}")
     lines.append(f"Data Docs: {docs_dir / 'index.html'} (open it in a browser). Fix the stage that wrote the data "

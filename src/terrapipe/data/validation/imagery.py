@@ -1,4 +1,4 @@
-"""validate_imagery: raw GeoTIFF / NetCDF summaries, the imagery store, the ERA5 site series, the site split.
+"""validate, imagery group: raw GeoTIFF / NetCDF summaries, the imagery store, the ERA5 site series, the site split.
 
 Ranges are in the physical units the readers deliver (reference/earth-observation-facts.md): a hard
 range that no real value leaves (a value outside is a unit or decoding error) and a typical range that
@@ -244,6 +244,6 @@ def site_list_table() -> Table:
 
 
 def tables(params, study) -> list[Table]:
-    """Every table validate_imagery checks, in report order."""
+    """Every table of the imagery group, in report order."""
     return [*sentinel_raw_tables(params), *store_tables(params), *era5_tables(params), site_list_table(),
             *split_tables("sites")]

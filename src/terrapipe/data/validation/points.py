@@ -1,4 +1,4 @@
-"""validate_points: the AlphaEarth points, the DeepEarth observations and their splits.
+"""validate, points group: the AlphaEarth points, the DeepEarth observations and their splits.
 
 Each table carries the columns its contract needs (embedding norms, row counts of the matrices next to
 what the tables say they should be), so a truncated or overwritten array fails like a bad column.
@@ -102,7 +102,7 @@ def deepearth_tables(study) -> list[Table]:
 
 
 def tables(params, study) -> list[Table]:
-    """Every table validate_points checks, in report order."""
+    """Every table of the points group, in report order."""
     deepearth_years = read_years(paths.processed("deepearth") / "observations.parquet", "observation_id")
     alphaearth_years = read_years(paths.processed("alphaearth") / "points.parquet", "point_id")
     return [*alphaearth_tables(params), *deepearth_tables(study),
