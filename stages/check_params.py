@@ -10,8 +10,9 @@ from terrapipe.stage import run_stage
 
 def main(args) -> None:
     from terrapipe.atomic import write_json
+    from terrapipe.config import check_params_file
 
-    write_json(paths.PARAMS_CHECK, args.params_obj.model_dump(mode="json"))
+    write_json(paths.PARAMS_CHECK, check_params_file(args.params))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from terrapipe import paths
+from terrapipe.data.era5 import PLAUSIBLE
 from terrapipe.data.normalize import MISSING_VALUE
 from terrapipe.data.validation.checks import (
     FLOAT,
@@ -28,6 +29,7 @@ from terrapipe.data.validation.checks import (
     unique,
 )
 from terrapipe.data.validation.split_checks import split_tables
+from terrapipe.grid import PIXEL_M
 from terrapipe.modalities import ERA5_VARIABLES, WORLDCOVER_CODES, store_modalities
 
 # (modality key, unit) -> (hard low, hard high, typical low, typical high) of a pixel value
@@ -38,17 +40,12 @@ IMAGERY_RANGES = {
     ("landsat", "K"): (180.0, 360.0, 220.0, 330.0),                 # surface temperature
     ("srtm", "m"): (-500.0, 9000.0, -100.0, 6000.0),
 }
-# ERA5 short name -> (hard low, hard high, typical low, typical high), in ERA5 units
-ERA5_RANGES = {
-    "t2m": (170.0, 340.0, 220.0, 315.0),
-    "d2m": (160.0, 320.0, 210.0, 305.0),
-    "sp": (40000.0, 110000.0, 50000.0, 105000.0),
-    "u10": (-60.0, 60.0, -15.0, 15.0),
-    "v10": (-60.0, 60.0, -15.0, 15.0),
-    "tp": (0.0, 0.2, 0.0, 0.05),
-}
-CHIP_PIXEL_M = 10.0           # every raw chip band is on the site's 10 m grid (terrapipe.grid)
-MAX_ORIGIN_OFFSET_M = CHIP_PIXEL_M / 2
+# ERA5 short name -> (hard low, hard high, typical low, typical high), in ERA5 units;
+# the hard limits are the reader's (terrapipe.data.era5.PLAUSIBLE, per unit): one source for both checks
+ERA5_TYPICAL = {"t2m": (220.0, 315.0), "d2m": (210.0, 305.0), "sp": (50000.0, 105000.0), "u10": (-15.0, 15.0),
+                "v10": (-15.0, 15.0), "tp": (0.0, 0.05)}
+ERA5_RANGES = {v.short: (*PLAUSIBLE[v.units], *ERA5_TYPICAL[v.short]) for v in ERA5_VARIABLES}
+MAX_ORIGIN_OFFSET_M = PIXEL_M / 2  # every raw chip band is on the site's 10 m grid (terrapipe.grid)
 TYPICAL_SHARE = 0.95          # share of file medians that must lie in the typical range
 
 
@@ -94,8 +91,8 @@ def sentinel_raw_tables(params) -> list[Table]:
     quality = params.quality
     checks = (equal_pair("epsg", "expected_epsg", "the file's CRS is its site's UTM zone"),
               between("origin_offset_m", 0, MAX_ORIGIN_OFFSET_M, "the file's origin is its site grid's (half a pixel)"),
-              in_set("pixel_size_x", {CHIP_PIXEL_M}, "chips are on the 10 m site grid"),
-              in_set("pixel_size_y", {CHIP_PIXEL_M}, "chips are on the 10 m site grid"),
+              in_set("pixel_size_x", {PIXEL_M}, "chips are on the 10 m site grid"),
+              in_set("pixel_size_y", {PIXEL_M}, "chips are on the 10 m site grid"),
               in_set("height", {size}, "sources.sentinel.chip_size pixels per side"),
               in_set("width", {size}, "sources.sentinel.chip_size pixels per side"),
               between("missing_share", 0, 1, "a share"),
