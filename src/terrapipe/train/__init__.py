@@ -1,0 +1,1 @@
+"""Pretraining: masks, losses, the training loop, checkpoints and tracking (OlmoEarth-style LatentMIM)."""
