@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from terrapipe.errors import ConfigError
 from terrapipe.modalities import ERA5_VARIABLES, S2, SENSORS
+from terrapipe.train.experiments import PretrainParams
 
 # Band, variable and sensor names come from the modality registry (terrapipe.modalities), never listed here.
 S2Band = Literal[S2.band_order]
@@ -249,6 +250,7 @@ class Params(_Section):
     normalize: NormalizeParams = NormalizeParams()
     split: SplitsParams = SplitsParams()
     quality: QualityParams = QualityParams()
+    pretrain: PretrainParams = PretrainParams()
 
     @model_validator(mode="after")
     def _deepearth_test_years_in_sample(self):
