@@ -11,8 +11,12 @@ from terrapipe.stage import run_stage
 def main(args) -> None:
     from terrapipe.atomic import write_json
     from terrapipe.config import check_params_file
+    from terrapipe.train.experiments import load_pretrain, resolved_document
 
-    write_json(paths.PARAMS_CHECK, check_params_file(args.params))
+    resolved = check_params_file(args.params)
+    pretrain = load_pretrain(args.params)  # every experiment resolves, or the run stops here
+    resolved["pretrain"]["resolved"] = {key: resolved_document(pretrain, key) for key in pretrain.experiments}
+    write_json(paths.PARAMS_CHECK, resolved)
 
 
 if __name__ == "__main__":

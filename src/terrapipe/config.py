@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from terrapipe.errors import ConfigError
 from terrapipe.modalities import ERA5_VARIABLES, S2, SENSORS
-from terrapipe.train.experiments import PretrainParams
 
 # Band, variable and sensor names come from the modality registry (terrapipe.modalities), never listed here.
 S2Band = Literal[S2.band_order]
@@ -250,7 +249,9 @@ class Params(_Section):
     normalize: NormalizeParams = NormalizeParams()
     split: SplitsParams = SplitsParams()
     quality: QualityParams = QualityParams()
-    pretrain: PretrainParams = PretrainParams()
+    pretrain: dict = Field({}, description="validated by terrapipe.train.experiments.pretrain_params (check_params, "
+                                        "the pretrain stages and `terrapipe experiments`), so that the data stages "
+                                        "do not depend on the model code")
 
     @model_validator(mode="after")
     def _deepearth_test_years_in_sample(self):

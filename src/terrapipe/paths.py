@@ -26,7 +26,8 @@ STAGES = ("check_params",
           *(f"normalize_{d}" for d in DATASETS),
           "split@deepearth", "split@alphaearth",
           "validate",
-          "world_mosaic")
+          "world_mosaic",
+          "pretrain")                  # foreach over params pretrain.run: pretrain@<experiment>
 
 
 def raw(dataset: str) -> Path:
@@ -52,3 +53,11 @@ def split_assignments(dataset: str) -> Path:
 PARAMS_CHECK = QUALITY / "params.json"  # check_params: the resolved, validated params.yaml
 VALIDATION_REPORT = QUALITY / "report.json"  # validate: what training and evaluation stages depend on
 DATA_DOCS = QUALITY / "docs"           # validate: the GX Data Docs site (not DVC-tracked: it holds run times)
+
+MODELS = Path("models")                # pretrain@<experiment> outputs
+PRETRAIN = MODELS / "pretrain"
+
+
+def pretrain_dir(experiment: str) -> Path:
+    """pretrain@<experiment>: checkpoint.pt (DVC output), metrics.json and curves.csv (metrics and plots)."""
+    return PRETRAIN / experiment

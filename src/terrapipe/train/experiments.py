@@ -306,6 +306,26 @@ class PretrainParams(_Section):
         return self
 
 
+def pretrain_params(params) -> PretrainParams:
+    """The validated ``pretrain`` section of loaded params (terrapipe.config.Params); ConfigError on problems."""
+    from terrapipe.errors import ConfigError
+
+    try:
+        return PretrainParams.model_validate(params.pretrain)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+            lines.append(f"pretrain.{_loc(error)}: {message}" if error["loc"] else message)
+        raise ConfigError("params.yaml: invalid pretraining experiments:\n  " + "\n  ".join(lines)) from None
+
+
+def load_pretrain(path="params.yaml") -> PretrainParams:
+    from terrapipe.config import load_params
+
+    return pretrain_params(load_params(path))
+
+
 def _loc(error: dict) -> str:
     return ".".join(str(p) for p in error["loc"])
 

@@ -1,0 +1,87 @@
+"""One pretraining run from params.yaml: store in, checkpoint + metrics + curves out (the pretrain stage).
+
+Runs the same on one process and under torchrun (`torchrun --nproc_per_node N stages/pretrain.py KEY`):
+every rank trains its share of the global batch, rank 0 writes the outputs. W&B tracking is optional:
+``tracking.wandb`` (offline by default, WANDB_MODE overrides it; tests run with disabled), project
+``tracking.project`` (YYYY_MM_DD_<family>, seed 003), run name = the experiment key.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from terrapipe import paths
+from terrapipe.train.experiments import PretrainParams, resolve, resolved_document
+
+CURVES = "curves.csv"
+METRICS = "metrics.json"
+SUMMARY_STEPS = 10  # the final metrics average the last steps, so one noisy batch does not decide a comparison
+
+
+def _tracker(config, document: dict, key: str, out_dir: Path):
+    mode = os.environ.get("WANDB_MODE", config.tracking.wandb)
+    if mode == "disabled":
+        return None, None
+    import wandb
+
+    run = wandb.init(project=config.tracking.project, name=key, config=document, mode=mode,
+                     dir=str(out_dir), reinit="finish_previous")
+    return (lambda row: run.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])), run
+
+
+def summarize(history: list[dict], skipped: int) -> dict:
+    """metrics.json: first and final (mean of the last steps) value of every tracked curve."""
+    last = history[-SUMMARY_STEPS:]
+    keys = [k for k in history[0] if k not in ("step",)]
+    return {"steps": history[-1]["step"], "skipped_steps": skipped,
+            "final": {k: sum(r.get(k, 0.0) for r in last) / len(last) for k in keys},
+            "first": {k: history[0][k] for k in keys},
+            "final_averages_last_steps": len(last)}
+
+
+def write_outputs(out_dir: Path, history: list[dict], skipped: int) -> None:
+    from terrapipe.atomic import atomic_path, write_json
+
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_path(out_dir / CURVES) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+                             for row in history)
+    write_json(out_dir / METRICS, summarize(history, skipped))
+
+
+def run_experiment(pretrain: PretrainParams, key: str, out_dir: Path | None = None, *,
+                   stop_at: int | None = None, progress: bool = True,
+                   store_dirs: tuple[Path, Path] = (paths.processed("sentinel"), paths.processed("era5"))):
+    """Train experiment ``key`` on the store's train sites (held-out sites never enter) into ``out_dir``."""
+    from terrapipe.data.store import TrainingStore
+    from terrapipe.train.loop import train
+
+    if key not in pretrain.experiments:
+        from terrapipe.errors import ConfigError
+        raise ConfigError(f"unknown experiment {key!r}; accepted (params.yaml pretrain.experiments): "
+                          + ", ".join(pretrain.experiments))
+    config = resolve(pretrain, key)
+    document = resolved_document(pretrain, key)
+    out_dir = Path(out_dir or paths.pretrain_dir(key))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = TrainingStore(*store_dirs)
+    stats = json.loads((Path(store_dirs[0]) / "stats.json").read_text())
+    era5_stats = json.loads((Path(store_dirs[1]) / "stats.json").read_text())
+    extra = {"band_order": {m: list(store.modalities[m].band_order) for m in config.token_modalities},
+             "normalization": {"imagery": stats, "era5": era5_stats}}
+    main = int(os.environ.get("RANK", "0")) == 0
+    tracker, wandb_run = _tracker(config, document, key, out_dir) if main else (None, None)
+    try:
+        result = train(config, document, store.arrays, store.indices("train"), out_dir, extra_state=extra,
+                       stop_at=stop_at, progress=progress, tracker=tracker)
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish()
+    if main:
+        write_outputs(out_dir, result.history, result.skipped_steps)
+    return result

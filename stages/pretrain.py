@@ -1,0 +1,24 @@
+"""DVC stage pretrain@<experiment>: OlmoEarth-style LatentMIM pretraining of one named experiment.
+
+    python stages/pretrain.py KEY                                   # one process (CPU or one GPU)
+    torchrun --standalone --nproc_per_node 2 stages/pretrain.py KEY # DDP: the global batch split over ranks
+
+An interrupted run resumes from models/pretrain/KEY/checkpoint.pt when its experiment config is unchanged.
+"""
+import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed
+from terrapipe.stage import run_stage
+
+
+def add_args(parser):
+    parser.add_argument("experiment", help="a key of params.yaml pretrain.experiments (terrapipe experiments list)")
+
+
+def main(args):
+    from terrapipe.train.experiments import pretrain_params
+    from terrapipe.train.run import run_experiment
+
+    run_experiment(pretrain_params(args.params_obj), args.experiment)
+
+
+if __name__ == "__main__":
+    run_stage(main, __doc__, add_args)
