@@ -55,12 +55,12 @@ def measure(config, arrays, train_rows, device, steps: int, bf16: bool) -> dict:
     objective = Objective(model)
     optimizer, _ = build_optimizer(model, config)
     micro, global_batch = config.train.microbatch, config.train.global_batch
-    months = arrays["timestamps"].shape[1]
+    months, chip = arrays["timestamps"].shape[1], arrays[config.mix.encode[0]].shape[1]
 
     def make(step, m):
         rows = global_rows(config, train_rows, step)[m * micro:(m + 1) * micro]
         ids = step * global_batch + np.arange(m * micro, (m + 1) * micro)
-        return assemble(config, arrays, rows, ids, step, step_shape(config, step, months))
+        return assemble(config, arrays, rows, ids, step, step_shape(config, step, months, chip))
 
     n_micro = global_batch // micro
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)

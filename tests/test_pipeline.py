@@ -77,7 +77,8 @@ def test_a_param_change_reruns_only_its_dependants(repo):
         "check_params", "split@deepearth", "validate"]
     _set_params(repo, {"normalize": {"std_multiplier": 3.0}})
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
-        "check_params", "normalize_era5", "normalize_sentinel", "validate", "world_mosaic"]  # the mosaic reads the (re-normalized) store
+        "check_params", "normalize_era5", "normalize_sentinel", "pretrain@era5_reg_mean", "validate",
+        "world_mosaic"]  # the mosaic and the pretraining read the (re-normalized) store
 
 
 def test_a_typo_in_a_section_no_stage_would_rerun_stops_repro(repo):

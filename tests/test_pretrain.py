@@ -24,7 +24,7 @@ from terrapipe.train.roles import MaskValue
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"model": {"size": "pico"},
-        "sampling": {"patch_sizes": [4], "hw_tokens": [2], "token_budget": 96, "chip_size": 16},
+        "sampling": {"patch_sizes": [4], "hw_tokens": [2], "token_budget": 96},
         "train": {"steps": 6, "global_batch": 8, "microbatch": 4, "checkpoint_every": 3, "seed": 3},
         "optim": {"warmup_steps": 2}, "tracking": {"wandb": "disabled"}}
 
@@ -56,7 +56,7 @@ def tiny_store(n: int = 12, chip: int = 16, months: int = 12, seed: int = 0) -> 
 
 
 def one_batch(config: ExperimentConfig, store: dict, step: int = 0, size: int = 4):
-    return assemble(config, store, np.arange(size), np.arange(size), step, step_shape(config, step, 12))
+    return assemble(config, store, np.arange(size), np.arange(size), step, step_shape(config, step, 12, store["s2"].shape[1]))
 
 
 def test_every_seed_experiment_builds_and_gives_finite_losses():

@@ -79,11 +79,17 @@ def tokens_per_sample(config: ExperimentConfig, hw: int, timesteps: int) -> int:
     return total
 
 
-def step_shape(config: ExperimentConfig, step: int, months: int) -> StepShape:
-    """Draw the step's patch size and crop size; T = the most timesteps within the token budget."""
+def step_shape(config: ExperimentConfig, step: int, months: int, chip: int) -> StepShape:
+    """Draw the step's patch size and crop size (crops that fit a ``chip`` px chip); T = the most
+    timesteps within the token budget."""
     sampling = config.sampling
     rng = np.random.default_rng([config.train.seed, step, 0xC0FFEE])
-    pairs = [(p, h) for p in sampling.patch_sizes for h in sampling.hw_tokens if p * h <= sampling.chip_size]
+    pairs = [(p, h) for p in sampling.patch_sizes for h in sampling.hw_tokens if p * h <= chip]
+    if not pairs:
+        from terrapipe.errors import ConfigError
+        raise ConfigError(f"no pretrain sampling.patch_sizes x hw_tokens crop fits the store's {chip} px chips "
+                          f"({sampling.patch_sizes} x {sampling.hw_tokens}); lower them or raise "
+                          "sources.sentinel.chip_size")
     patch, hw = pairs[rng.integers(len(pairs))]
     timesteps = months
     while timesteps > 1 and tokens_per_sample(config, hw, timesteps) > sampling.token_budget:

@@ -156,7 +156,7 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     torch.manual_seed(train_cfg.seed)                      # the same initial parameters on every rank
-    months = arrays["timestamps"].shape[1]
+    months, chip = arrays["timestamps"].shape[1], arrays[config.mix.encode[0]].shape[1]
     model = LatentMIM(config, months).to(device)
     objective = Objective(model)
     optimizer, scheduler = build_optimizer(model, config)
@@ -178,7 +178,7 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
     end = min(train_cfg.steps, stop_at if stop_at is not None else train_cfg.steps)
 
     def make(step: int, micro: int):
-        shape = step_shape(config, step, months)
+        shape = step_shape(config, step, months, chip)
         rows = global_rows(config, train_rows, step)
         lo, hi = micro * train_cfg.microbatch, (micro + 1) * train_cfg.microbatch
         ids = step * train_cfg.global_batch + np.arange(lo, hi)
