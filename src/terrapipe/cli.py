@@ -67,6 +67,69 @@ def _cmd_inputs(args) -> int:
     return 0
 
 
+def _pretrain(args):
+    from terrapipe.train.experiments import load_pretrain
+    return load_pretrain(args.params)
+
+
+def _known(pretrain, *keys) -> None:
+    from terrapipe.errors import ConfigError
+    for key in keys:
+        if key not in pretrain.experiments:
+            raise ConfigError(f"unknown experiment {key!r}; accepted (params.yaml pretrain.experiments): "
+                              + ", ".join(pretrain.experiments))
+
+
+def _cmd_experiments_list(args) -> int:
+    pretrain = _pretrain(args)
+    width = max(map(len, pretrain.experiments))
+    for key, entry in pretrain.experiments.items():
+        marker = "*" if key in pretrain.run else " "
+        print(f"{marker} {key:<{width}}  extends {entry.get('extends') or 'base'}: {entry.get('about', '')}")
+    print("\n* = trained by `dvc repro` (pretrain.run); any key: terrapipe experiments run KEY")
+    return 0
+
+
+def _cmd_experiments_show(args) -> int:
+    from terrapipe.train.experiments import resolved_document
+
+    pretrain = _pretrain(args)
+    _known(pretrain, args.key)
+    document = resolved_document(pretrain, args.key)
+    if args.format == "json":
+        print(json.dumps(document, indent=2))
+    else:
+        import yaml
+        print(yaml.safe_dump(document, sort_keys=False).rstrip())
+    return 0
+
+
+def _cmd_experiments_diff(args) -> int:
+    from terrapipe.train.experiments import diff
+
+    pretrain = _pretrain(args)
+    _known(pretrain, args.a, args.b)
+    changes = diff(pretrain, args.a, args.b)
+    if args.format == "json":
+        print(json.dumps({k: list(v) for k, v in changes.items()}, indent=2))
+    elif not changes:
+        print("no differences")
+    for key, (a, b) in changes.items() if args.format == "text" else ():
+        print(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    return 0
+
+
+def _cmd_experiments_run(args) -> int:
+    """Train one experiment as a tracked DVC experiment (params, metrics and plots in `dvc exp show`)."""
+    pretrain = _pretrain(args)
+    _known(pretrain, args.key)
+    command = [sys.executable, "-m", "dvc", "exp", "run", "-n", args.key, "-S", f"pretrain.run=[{args.key}]"]
+    if args.steps is not None:
+        command += ["-S", f"pretrain.base.train.steps={args.steps}"]
+    print("+", " ".join(command[2:]), file=sys.stderr)
+    return subprocess.call(command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="terrapipe",
@@ -93,6 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--dir", default=str(INPUTS))
     inputs.add_argument("--sites-per-aoi", type=int, default=50)
     inputs.set_defaults(func=_cmd_inputs)
+
+    experiments = sub.add_parser("experiments", help="the pretraining experiments of params.yaml (seeds 000, 001)")
+    exp_sub = experiments.add_subparsers(dest="experiments_command", required=True, metavar="SUBCOMMAND")
+    exp_sub.add_parser("list", help="every experiment, what it extends and tests").set_defaults(
+        func=_cmd_experiments_list)
+    show = exp_sub.add_parser("show", help="the fully resolved config of one experiment (nothing is trained)")
+    show.add_argument("key")
+    show.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    show.set_defaults(func=_cmd_experiments_show)
+    compare = exp_sub.add_parser("diff", help="the resolved keys that differ between two experiments")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("--format", choices=("text", "json"), default="text")
+    compare.set_defaults(func=_cmd_experiments_diff)
+    train = exp_sub.add_parser("run", help="train one experiment as a tracked DVC experiment")
+    train.add_argument("key")
+    train.add_argument("--steps", type=int, help="override pretrain.base.train.steps")
+    train.set_defaults(func=_cmd_experiments_run)
     return parser
 
 
