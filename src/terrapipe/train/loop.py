@@ -72,7 +72,8 @@ def select_device(choice: str, local_rank: int = 0) -> torch.device:
 
 @dataclass
 class RunResult:
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)    # deterministic per-step metrics (checkpointed, DVC)
+    timing: list[dict] = field(default_factory=list)     # samples/s, tokens/s, data wait: this machine's speed
     skipped_steps: int = 0
     data_wait_s: float = 0.0
     step_s: float = 0.0
@@ -225,13 +226,14 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
         finite = True
         elapsed = time.perf_counter() - step_start
         row = {"step": step + 1, **_mean_metrics(step_parts, dist_info, device), "lr": lr,
-               "grad_norm": float(grad_norm), "skipped_steps": result.skipped_steps,
-               "samples_per_s": train_cfg.global_batch / elapsed,
-               "tokens_per_s": step_tokens * dist_info.world / elapsed,
-               "data_wait_share": (loader.wait_s - wait_before) / elapsed}
+               "grad_norm": float(grad_norm), "skipped_steps": result.skipped_steps}
+        speed = {"step": step + 1, "samples_per_s": train_cfg.global_batch / elapsed,
+                 "tokens_per_s": step_tokens * dist_info.world / elapsed,
+                 "data_wait_share": (loader.wait_s - wait_before) / elapsed}
         result.history.append(row)
+        result.timing.append(speed)
         if tracker is not None and dist_info.main:
-            tracker(row)
+            tracker({**row, **speed})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['total']:.3f}", info_nce=f"{row['info_nce']:.3f}")

@@ -15,8 +15,9 @@ from pathlib import Path
 from terrapipe import paths
 from terrapipe.train.experiments import PretrainParams, resolve, resolved_document
 
-CURVES = "curves.csv"
-METRICS = "metrics.json"
+CURVES = "curves.csv"      # DVC plots: deterministic per-step metrics (same bytes on a rerun)
+METRICS = "metrics.json"   # DVC metrics
+TIMING = "timing.csv"      # samples/s, tokens/s, data-wait share per step: not tracked (machine-dependent)
 SUMMARY_STEPS = 10  # the final metrics average the last steps, so one noisy batch does not decide a comparison
 
 
@@ -41,17 +42,24 @@ def summarize(history: list[dict], skipped: int) -> dict:
             "final_averages_last_steps": len(last)}
 
 
-def write_outputs(out_dir: Path, history: list[dict], skipped: int) -> None:
-    from terrapipe.atomic import atomic_path, write_json
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    from terrapipe.atomic import atomic_path
 
-    columns = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_path(out_dir / CURVES) as tmp:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, columns)
             writer.writeheader()
-            writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-                             for row in history)
-    write_json(out_dir / METRICS, summarize(history, skipped))
+            writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+
+
+def write_outputs(out_dir: Path, result) -> None:
+    from terrapipe.atomic import write_json
+
+    _write_csv(out_dir / CURVES, result.history)
+    if result.timing:
+        _write_csv(out_dir / TIMING, result.timing)
+    write_json(out_dir / METRICS, summarize(result.history, result.skipped_steps))
 
 
 def run_experiment(pretrain: PretrainParams, key: str, out_dir: Path | None = None, *,
@@ -83,5 +91,5 @@ def run_experiment(pretrain: PretrainParams, key: str, out_dir: Path | None = No
         if wandb_run is not None:
             wandb_run.finish()
     if main:
-        write_outputs(out_dir, result.history, result.skipped_steps)
+        write_outputs(out_dir, result)
     return result
