@@ -164,6 +164,8 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
     result, start = RunResult(), 0
     checkpoint_path = Path(out_dir) / CHECKPOINT
     state = load_checkpoint(checkpoint_path, document, device)
+    if state is not None and state["step"] >= train_cfg.steps:
+        state = None  # a finished run that DVC re-runs (its code changed) trains again from the start
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
