@@ -99,9 +99,11 @@ def _modality_patch_disc(
         return _zero_like_graph(pred)
     order = torch.argsort((~is_dec).to(torch.int8), dim=1, stable=True)[:, :c_max]  # decoder tokens first
     idx = order.unsqueeze(-1).expand(-1, -1, pred.shape[-1])
-    p = F.normalize(torch.gather(pred.float(), 1, idx), dim=-1)
-    t = F.normalize(torch.gather(target.float(), 1, idx), dim=-1)
     valid = torch.arange(c_max, device=pred.device).unsqueeze(0) < counts.unsqueeze(1)  # (B, c_max)
+    # Padding slots hold some non-decoder token: zero them so a NaN/inf there reaches neither value nor gradient.
+    pad = ~valid.unsqueeze(-1)
+    p = F.normalize(torch.gather(pred.float(), 1, idx).masked_fill(pad, 0.0), dim=-1)
+    t = F.normalize(torch.gather(target.float(), 1, idx).masked_fill(pad, 0.0), dim=-1)
 
     scores = torch.bmm(p, t.transpose(1, 2)) / tau  # (B, rows=pred, cols=target)
     keep = valid.unsqueeze(1).expand(-1, c_max, -1)  # column is a real token
