@@ -22,13 +22,20 @@ def expected_out(name: str) -> str:
         return str(paths.VALIDATION_REPORT)
     if name == "world_mosaic":
         return str(paths.FIGURES)
+    if kind == "pretrain":
+        return str(paths.pretrain_dir(name.partition("@")[2]) / "checkpoint.pt")
     return str({"fetch": paths.raw, "normalize": paths.processed, "split": paths.split_dir}[kind](item))
 
 
 def test_dvc_yaml_declares_the_stages_of_terrapipe_paths_in_order(stages):
-    assert list(stages) == list(paths.STAGES)
+    """pretrain is a foreach over params pretrain.run: one name in paths.STAGES, pretrain@KEY in DVC."""
+    names = list(dict.fromkeys(n.partition("@")[0] if n.startswith("pretrain@") else n for n in stages))
+    assert names == list(paths.STAGES)
     for name, stage in stages.items():
-        assert [out.def_path for out in stage.outs] == [expected_out(name)], name
+        outs = [out.def_path for out in stage.outs]
+        if name.startswith("pretrain@"):  # + metrics.json and curves.csv (DVC metrics and plots) beside it
+            outs = [o for o in outs if o.endswith("checkpoint.pt")]
+        assert outs == [expected_out(name)], name
 
 
 def test_every_stage_lists_every_terrapipe_file_it_imports():
@@ -41,6 +48,13 @@ def test_the_import_walk_sees_lazy_imports_and_sibling_helpers():
     files = {str(f.relative_to(REPO)) for f in imported_files(REPO / "stages" / "normalize_sentinel.py")}
     assert {"stages/_interpreter.py", "src/terrapipe/data/imagery.py", "src/terrapipe/grid.py",
             "src/terrapipe/data/arrays.py", "src/terrapipe/study.py"} <= files
+
+
+def test_pretraining_waits_for_the_quality_gate(stages):
+    pretrain = [s for n, s in stages.items() if n.startswith("pretrain@")]
+    assert pretrain
+    for stage in pretrain:
+        assert str(paths.VALIDATION_REPORT) in {d.def_path for d in stage.deps}
 
 
 def test_training_data_is_validated_before_use(stages):
