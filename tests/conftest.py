@@ -27,8 +27,7 @@ SMALL_PARAMS = {
         "deepearth": {"test_years": [2025], "num_regions": 2, "region_size_km": 10.0, "min_distance_km": 15.0},
         "alphaearth": {"num_regions": 2, "region_size_km": 50.0, "min_distance_km": 200.0},
     },
-    "pretrain": {  # one seed experiment, two steps at the smallest size: the stage's code path, not its science
-        "run": ["era5_reg_mean"],
+    "pretrain": {  # two steps at the smallest size (test_pipeline trains one experiment): code paths, not science
         "base": {"model": {"size": "pico"}, "sampling": {"patch_sizes": [4], "hw_tokens": [2], "token_budget": 64},
                  "train": {"steps": 2, "global_batch": 4, "microbatch": 2, "checkpoint_every": 1},
                  "optim": {"warmup_steps": 1}, "tracking": {"wandb": "disabled"}},

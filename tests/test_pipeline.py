@@ -41,6 +41,7 @@ def repo(tmp_path_factory):
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
     _set_params(root, SMALL_PARAMS)
+    _set_params(root, {"pretrain": {"run": ["era5_reg_mean"]}})  # one seed experiment through its DVC stage
     (root / "dvc.lock").unlink(missing_ok=True)  # the shipped lock is for the default params
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         _run(cmd, root)

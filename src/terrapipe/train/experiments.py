@@ -49,7 +49,7 @@ class TransformerSize(_Section):
 
 # OlmoEarth's MODEL_SIZE_ARGS (encoder, decoder), plus CPU sizes below nano; mlp_ratio 4 for all.
 MODEL_SIZES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
-    "pico": ((64, 2, 2), (64, 2, 2)),           # tests and smoke runs
+    "pico": ((64, 4, 2), (64, 2, 2)),           # tests and smoke runs (4 blocks: seed 001's merge after 3 fits)
     "cpu": ((128, 4, 4), (128, 2, 4)),          # the laptop default: nano's width, half the decoder
     "nano": ((128, 4, 8), (128, 4, 8)),
     "tiny": ((192, 12, 3), (192, 12, 3)),
