@@ -54,8 +54,16 @@ def repo(tmp_path_factory):
 def _declared_stages(repo) -> list[str]:
     """Every stage dvc.yaml declares, foreach stages expanded to name@key (dvc.yaml is the one list)."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    return [f"{name}@{key}" if "foreach" in spec else name
-            for name, spec in stages.items() for key in (spec.get("foreach") or [None])]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+
+    def items(spec):
+        foreach = spec.get("foreach") or [None]
+        if isinstance(foreach, str):  # ${pretrain.run}: a list in params.yaml
+            foreach = params
+            for part in spec["foreach"].strip("${}").split("."):
+                foreach = foreach[part]
+        return foreach
+    return [f"{name}@{key}" if "foreach" in spec else name for name, spec in stages.items() for key in items(spec)]
 
 
 def test_pull_then_repro_runs_every_stage(repo):
