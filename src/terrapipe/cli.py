@@ -72,17 +72,17 @@ def _pretrain(args):
     return load_pretrain(args.params)
 
 
-def _known(pretrain, *keys) -> None:
+def _known(pretrain, *keys, params="params.yaml") -> None:
     from terrapipe.errors import ConfigError
     for key in keys:
         if key not in pretrain.experiments:
-            raise ConfigError(f"unknown experiment {key!r}; accepted (params.yaml pretrain.experiments): "
+            raise ConfigError(f"unknown experiment {key!r}; accepted ({params} pretrain.experiments): "
                               + ", ".join(pretrain.experiments))
 
 
 def _cmd_experiments_list(args) -> int:
     pretrain = _pretrain(args)
-    width = max(map(len, pretrain.experiments))
+    width = max(map(len, pretrain.experiments), default=0)
     for key, entry in pretrain.experiments.items():
         marker = "*" if key in pretrain.run else " "
         print(f"{marker} {key:<{width}}  extends {entry.get('extends') or 'base'}: {entry.get('about', '')}")
@@ -94,7 +94,7 @@ def _cmd_experiments_show(args) -> int:
     from terrapipe.train.experiments import resolved_document
 
     pretrain = _pretrain(args)
-    _known(pretrain, args.key)
+    _known(pretrain, args.key, params=args.params)
     document = resolved_document(pretrain, args.key)
     if args.format == "json":
         print(json.dumps(document, indent=2))
@@ -108,25 +108,38 @@ def _cmd_experiments_diff(args) -> int:
     from terrapipe.train.experiments import diff
 
     pretrain = _pretrain(args)
-    _known(pretrain, args.a, args.b)
+    _known(pretrain, args.a, args.b, params=args.params)
     changes = diff(pretrain, args.a, args.b)
     if args.format == "json":
         print(json.dumps({k: list(v) for k, v in changes.items()}, indent=2))
     elif not changes:
         print("no differences")
-    for key, (a, b) in changes.items() if args.format == "text" else ():
-        print(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
+    else:
+        for key, (a, b) in changes.items():
+            print(f"{key}: {json.dumps(a)} -> {json.dumps(b)}")
     return 0
 
 
 def _cmd_experiments_run(args) -> int:
     """Train one experiment as a tracked DVC experiment (params, metrics and plots in `dvc exp show`)."""
+    import shlex
+
+    from terrapipe.errors import ConfigError
+    from terrapipe.train.experiments import lineage
+
     pretrain = _pretrain(args)
-    _known(pretrain, args.key)
+    _known(pretrain, args.key, params=args.params)
     command = [sys.executable, "-m", "dvc", "exp", "run", "-n", args.key, "-S", f"pretrain.run=[{args.key}]"]
     if args.steps is not None:
+        if args.steps < 1:
+            raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+        # the override goes to the base: an experiment (or an ancestor) that sets train.steps would win silently
+        own = [k for k in lineage(pretrain, args.key) if "steps" in (pretrain.experiments[k].get("train") or {})]
+        if own:
+            raise ConfigError(f"--steps would be ignored: experiment {own[0]!r} sets train.steps itself; "
+                              f"change it in {args.params} instead")
         command += ["-S", f"pretrain.base.train.steps={args.steps}"]
-    print("+", " ".join(command[2:]), file=sys.stderr)
+    print("+", shlex.join(command[2:]), file=sys.stderr)  # quoted: [..] is a glob pattern in a shell
     return subprocess.call(command)
 
 
