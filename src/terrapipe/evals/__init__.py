@@ -1,0 +1,1 @@
+"""Evaluation: metrics and the baselines every model is reported beside (pure functions of arrays)."""
