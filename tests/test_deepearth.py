@@ -1,6 +1,7 @@
 """DeepEarth: the sample backend's columns and ground truth, and the tidy stage's repairs and checks."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -294,3 +295,183 @@ def test_species_without_habitat_are_refused(study):
 
     with pytest.raises(InputDataError, match=r"species\.csv.*habitat"):
         sample_deepearth(small_params(), replace(study, species=study.species.drop(columns="habitat")))
+
+
+# ---- the DeepEarth classifiers and the cross-modal autoencoder (terrapipe.train.deepearth) ----------
+# Tiny stores from test_embedding_store.write_processed: 6 species with distinct vision prototypes, one
+# (UNSEEN) only in the test split; tiny models so that every training run takes a second or two.
+
+TINY = {"classifier": {"epochs": 3, "batch_size": 16, "hidden_dim": 16, "lr": 0.01},
+        "autoencoder": {"shared_dim": 8, "epochs": 2, "batch_size": 32, "zero_shot_fraction": 0.2}}
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    from test_embedding_store import write_processed
+
+    from terrapipe.data.embedding_store import build_store
+
+    root = tmp_path_factory.mktemp("deepearth_store")
+    build_store(*write_processed(root), root / "store")
+    return root / "store"
+
+
+def _tiny_params(**override):
+    from terrapipe.train.deepearth import DeepEarthParams
+
+    return DeepEarthParams.model_validate({**TINY, **override})
+
+
+def test_ranking_metrics_on_a_hand_built_case():
+    from terrapipe.train.deepearth import ranking_metrics
+
+    # 3 classes; rows 0-2 temporal_test, rows 3-4 spatial_test_region_1; row 4's species is unseen (-1).
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3], [0.5, 0.4, 0.1], [0.3, 0.3, 0.4]])
+    labels = np.array([0, 1, 1, 1, -1])
+    groups = np.array(["temporal_test"] * 3 + ["spatial_test_region_1"] * 2)
+    metrics = ranking_metrics(np.log(probs), labels, groups)
+    temporal, spatial, test = metrics["temporal_test"], metrics["spatial_test_region_1"], metrics["test"]
+    assert temporal["top1"] == pytest.approx(2 / 3) and temporal["top5"] == 1.0
+    assert temporal["ce"] == pytest.approx(-(np.log(0.7) + np.log(0.3) + np.log(0.5)) / 3)
+    assert (spatial["n"], spatial["n_seen"], spatial["n_unseen"], spatial["unseen_share"]) == (2, 1, 1, 0.5)
+    assert spatial["top1"] == 0.0 and spatial["top1_all"] == 0.0 and spatial["ce"] == pytest.approx(-np.log(0.4))
+    assert test["top1"] == pytest.approx(2 / 4) and test["top1_all"] == pytest.approx(2 / 5)
+    assert test["top5_all"] == pytest.approx(4 / 5)                     # the unseen row counts as an error
+    assert "ce" not in ranking_metrics(np.log(probs), labels, groups, with_ce=False)["test"]
+    assert ranking_metrics(np.log(probs[4:]), labels[4:], groups[4:])["test"]["top1"] is None  # nothing seen
+
+
+def test_majority_and_centroid_baselines():
+    from terrapipe.train.deepearth import centroid_scores, majority_log_probs
+
+    train_labels = np.array([2, 2, 2, 0, 1])
+    prior = majority_log_probs(train_labels, 3, 4)
+    assert prior.shape == (4, 3) and (prior.argmax(1) == 2).all()
+    assert np.exp(prior[0]) == pytest.approx([0.2, 0.2, 0.6])
+    train_x = np.array([[0.0, 0.0], [0.0, 2.0], [0.0, 1.0], [5.0, 5.0], [-5.0, 0.0]])
+    scores = centroid_scores(train_x, train_labels, 3, np.array([[4.0, 4.0], [0.1, 0.9], [-4.0, 1.0]]))
+    assert scores.argmax(1).tolist() == [0, 2, 1]
+
+
+def test_unseen_species_are_reported_never_mapped_to_class_zero(tiny_store):
+    from test_embedding_store import UNSEEN
+
+    from terrapipe.data.embedding_store import EmbeddingStore
+    from terrapipe.train.deepearth import species_labels, train_classifier
+
+    store = EmbeddingStore.open(tiny_store)
+    run = train_classifier(store, "vision", _tiny_params())
+    assert UNSEEN not in run.species and run.species == sorted(run.species)
+    assert species_labels(np.array([run.species[0], UNSEEN]), run.species).tolist() == [0, -1]
+    test = (store.index["split"] == "test") & (store.vision_offset >= 0)
+    n_unseen = int((test & (store.index["taxon_name"] == UNSEEN)).sum())
+    assert n_unseen == 3
+    metrics = run.metrics
+    assert metrics["unseen_test_species"] == {"species": 1, "observations": n_unseen, "share": n_unseen / test.sum()}
+    for scores in (metrics["model"], metrics["baselines"]["majority"], metrics["baselines"]["nearest_centroid"]):
+        assert scores["test"]["n"] == test.sum() and scores["test"]["n_unseen"] == n_unseen
+        assert sum(scores[g]["n_unseen"] for g in scores if g != "test") == n_unseen
+        assert scores["test"]["top1_all"] < scores["test"]["top1"]  # unseen rows are errors, never hits
+    assert set(metrics["model"]) == {"test", "temporal_test", "spatial_test_region_1", "spatial_test_region_2"}
+    assert metrics["model"]["test"]["top1"] > metrics["baselines"]["majority"]["test"]["top1"]  # learnable prototypes
+
+
+def test_stage_outputs_checkpoints_and_determinism(tiny_store, tmp_path):
+    import torch
+
+    from terrapipe.data.embedding_store import EmbeddingStore
+    from terrapipe.models.deepearth import CLASSIFIERS
+    from terrapipe.train.deepearth import LANGUAGE_NOTE, Standardizer, run_deepearth
+
+    params = _tiny_params()
+    metrics = run_deepearth(params, tiny_store, tmp_path / "a")
+    run_deepearth(params, tiny_store, tmp_path / "b")
+    for name in ("metrics.json", "curves.csv", "autoencoder_curves.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert metrics["classifiers"]["language"]["note"] == LANGUAGE_NOTE
+    curves = pd.read_csv(tmp_path / "a" / "curves.csv")
+    assert curves.columns.tolist() == ["epoch", "language_train_loss", "language_test_top1", "language_test_top1_all",
+                                       "vision_train_loss", "vision_test_top1", "vision_test_top1_all"]
+    assert curves["epoch"].tolist() == [1, 2, 3]
+
+    store = EmbeddingStore.open(tiny_store)
+    train = (store.index["split"] == "train") & (store.vision_offset >= 0)
+    checkpoint = torch.load(tmp_path / "a" / "vision.pt", weights_only=False)
+    assert checkpoint["species_to_index"] == {n: i for i, n in enumerate(sorted(set(store.index["taxon_name"][train])))}
+    assert checkpoint["config"] == params.model_dump(mode="json")
+    assert checkpoint["metrics"] == metrics["classifiers"]["vision"]
+    model = CLASSIFIERS["vision"](checkpoint["model_config"]["num_classes"], checkpoint["model_config"]["hidden_dim"],
+                                  in_dim=checkpoint["model_config"]["in_dim"])
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    standardize = Standardizer(*(np.array(checkpoint["standardization"][k], np.float32) for k in ("mean", "std")))
+    rows = np.flatnonzero(train)
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(standardize(store.read(rows, language=False).vision))).argmax(1).numpy()
+    labels = np.array([checkpoint["species_to_index"][n] for n in store.index["taxon_name"][rows]])
+    assert (predicted == labels).mean() > 0.5        # the checkpoint alone classifies: mapping and weights agree
+
+    other_seed = run_deepearth(_tiny_params(classifier={**TINY["classifier"], "seed": 1}), tiny_store, tmp_path / "c")
+    assert other_seed["classifiers"]["vision"]["model"] != metrics["classifiers"]["vision"]["model"]
+
+
+def test_zero_shot_species_never_enter_autoencoder_training(tiny_store):
+    from terrapipe.data.embedding_store import EmbeddingStore
+    from terrapipe.train.deepearth import train_autoencoder
+
+    store = EmbeddingStore.open(tiny_store)
+    run = train_autoencoder(store, _tiny_params())
+    taxon = store.index["taxon_name"]
+    assigned = np.array([s is not None for s in store.index["split"]]) & (store.vision_offset >= 0)
+    assert len(run.held_out) == 1                                       # round(0.2 x 6 species)
+    assert not set(taxon[run.train_rows]) & set(run.held_out)
+    assert (store.index["split"][run.train_rows] == "train").all()
+    assert run.metrics["zero_shot_rows"] == int((assigned & np.isin(taxon, run.held_out)).sum())
+    shot = run.metrics["zero_shot"]
+    for reading in ("decoded", "shared"):
+        everyone = shot[reading]["all_species"]
+        assert everyone["candidates"] == 6 and everyone["chance_top1"] == pytest.approx(1 / 6)
+        assert 0.0 <= everyone["top1"] <= everyone["top5"] <= 1.0
+        assert shot[reading]["held_out_only"]["top1"] == 1.0          # one candidate: trivially right
+    reconstruction = run.metrics["reconstruction"]
+    assert set(reconstruction) == {"test", "temporal_test", "spatial_test_region_1", "spatial_test_region_2"}
+    assert reconstruction["test"]["language_from_vision"]["mse"] > 0
+    assert train_autoencoder(store, _tiny_params()).metrics == run.metrics
+
+
+def test_deepearth_params_name_the_bad_key():
+    from terrapipe.errors import ConfigError
+    from terrapipe.train.deepearth import DeepEarthParams, deepearth_params
+
+    class Loaded:
+        deepearth = {"classifier": {"epoch": 3}}
+
+    with pytest.raises(ConfigError, match=r"deepearth\.classifier\.epoch: Extra inputs"):
+        deepearth_params(Loaded())
+    Loaded.deepearth = {"autoencoder": {"zero_shot_fraction": 1.5}, "classifier": {"modes": ["vision", "vision"]}}
+    with pytest.raises(ConfigError) as error:
+        deepearth_params(Loaded())
+    assert "deepearth.autoencoder.zero_shot_fraction: Input should be less than 1" in str(error.value)
+    assert "deepearth.classifier.modes: must list each" in str(error.value)
+    Loaded.deepearth = {}
+    assert deepearth_params(Loaded()) == DeepEarthParams()
+
+
+def test_embedding_store_and_classify_stages_end_to_end(workdir):
+    from test_embedding_store import write_processed
+
+    processed, assignments = write_processed(workdir / "tiny")
+    (workdir / "data" / "processed").mkdir(parents=True, exist_ok=True)
+    processed.rename(workdir / "data" / "processed" / "deepearth")
+    (workdir / "data" / "processed" / "splits" / "deepearth").mkdir(parents=True)
+    assignments.rename(workdir / "data" / "processed" / "splits" / "deepearth" / "assignments.parquet")
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"deepearth": {**TINY, "store": {"dtype": "float32"}}}))
+    run_stage("embedding_store", cwd=workdir)
+    assert json.loads((workdir / "data/processed/embedding_store/manifest.json").read_text())["dtype"] == "float32"
+    run_stage("deepearth_classify", cwd=workdir)
+    out = workdir / "models" / "deepearth"
+    assert sorted(p.name for p in out.iterdir()) == ["autoencoder.pt", "autoencoder_curves.csv", "curves.csv",
+                                                     "language.pt", "metrics.json", "vision.pt"]
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"deepearth": {"classifier": {"epochs": 0}}}))
+    failed = run_stage("deepearth_classify", cwd=workdir, check=False)
+    assert failed.returncode == 2 and "deepearth.classifier.epochs" in failed.stderr
