@@ -72,7 +72,7 @@ def brute_force(config: Earth4DConfig, tables: dict[str, np.ndarray], coords: np
 
 
 def tables_of(encoder: Earth4D) -> dict[str, np.ndarray]:
-    return {name: grid.embeddings.detach().double().numpy() for name, grid in encoder.grids.items()}
+    return {name: grid.embeddings.detach().double().numpy().T for name, grid in encoder.grids.items()}  # (R, F)
 
 
 def test_features_match_brute_force_loop_and_per_level_reference():
@@ -161,8 +161,8 @@ def test_finest_levels_keep_every_axis(axis_change):
         else:
             other[:, 1] += min(res, grid.table_size) // 2
         unit = torch.cat([_vertex_points(grid, level, base), _vertex_points(grid, level, other)])
-        index, _ = corner_indices(grid, unit)                                  # (L, 128, 8)
-        lower = index[level, :, 0]
+        index, _ = corner_indices(grid, unit)                                  # (8, L, 128)
+        lower = index[0, level]
         assert (lower[:64] != lower[64:]).all(), f"level {level} ({'direct' if direct else 'hashed'}) drops an axis"
         buggy = [_uint32_index(b.tolist(), res, grid.table_size) == _uint32_index(o.tolist(), res, grid.table_size)
                  for b, o in zip(base, other)]
@@ -182,14 +182,14 @@ def test_hashed_levels_collide_at_the_random_rate(which):
     XOR-prime hash of a dense block is measurably (1-4%) worse than random."""
     grid = getattr(PRESETS["cpu"], which)
     unit = torch.rand(grid.table_size, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    index, _ = corner_indices(grid, unit)                                       # (L, T, 8)
+    index, _ = corner_indices(grid, unit)                                       # (8, L, T)
     hashed = [level for level, direct in enumerate(grid.direct) if not direct]
     assert len(hashed) >= 3
     for level in hashed:
         res, offset = grid.resolutions[level], level_offsets(grid)[level]
         cell = (unit * grid.scales[level]).long()                               # (T, 3)
         vertices = len(np.unique((cell[:, 0] + res * (cell[:, 1] + res * cell[:, 2])).numpy()))
-        rows = index[level, :, 0] - offset
+        rows = index[0, level] - offset
         assert rows.min() >= 0 and rows.max() < grid.table_size
         expected = grid.table_size * (1 - (1 - 1 / grid.table_size) ** vertices)
         distinct = int((torch.bincount(rows, minlength=grid.table_size) > 0).sum())
@@ -203,7 +203,29 @@ def test_direct_levels_are_a_bijection():
     res = grid.resolutions[level]
     cells = np.array(list(itertools.product(range(res - 1), repeat=3)))
     index, _ = corner_indices(grid, _vertex_points(grid, level, cells))
-    assert len(torch.unique(index[level, :, 0])) == len(cells)
+    assert len(torch.unique(index[0, level])) == len(cells)
+
+
+def test_cube_faces_stay_inside_each_level():
+    """u = 0 and u = 1 exactly (the clamp mode's faces) read the first and last vertex of every level."""
+    grid = SMALL.spatial
+    unit = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
+    index, weights = corner_indices(grid, unit)                                   # (8, L, 3)
+    torch.testing.assert_close(weights.sum(dim=0), torch.ones(grid.levels, 3))
+    for level, (res, direct, offset) in enumerate(zip(grid.resolutions, grid.direct, level_offsets(grid))):
+        rows = index[:, level] - offset
+        assert rows.min() >= 0 and rows.max() < grid.rows[level]
+        if direct:
+            assert rows[0, 0] == 0 and weights[0, level, 0] == 1          # lower corner of cell 0
+            assert rows[7, 1] == res ** 3 - 1 and weights[7, level, 1] == pytest.approx(1, abs=1e-6)
+
+
+def test_empty_batch():
+    encoder = Earth4D(SMALL, seed=0)
+    out = encoder(torch.zeros(0, 4))
+    assert out.shape == (0, SMALL.output_dim)
+    out.sum().backward()
+    assert all((grid.embeddings.grad == 0).all() for grid in encoder.grids.values())
 
 
 def test_wgs84_to_ecef_known_points():
@@ -235,7 +257,8 @@ def test_error_mode_names_count_row_and_reason(problem):
     coords = torch.tensor([_row(), _row(), BAD_ROWS[problem], _row(), BAD_ROWS[problem]], dtype=torch.float64)
     with pytest.raises(CoordinateDomainError, match=rf"2 of 5 coordinate rows.*row 2 .*{problem}") as info:
         encoder(coords)
-    assert isinstance(info.value, ValueError) and "out_of_domain" in str(info.value)
+    assert isinstance(info.value, ValueError) and "Fix: clean the coordinates" in str(info.value)
+    assert "out_of_domain to 'zero' or 'clamp'" in str(info.value)
 
 
 def test_zero_mode_zeroes_the_grids_that_read_a_bad_axis_and_their_gradient():
@@ -270,7 +293,7 @@ def test_clamp_mode_clamps_to_the_domain_and_refuses_non_finite():
     unit, valid = normalize_coordinates(torch.tensor([_row(lat=0.0, lon=0.0, elev=1e5)], dtype=torch.float64),
                                         encoder.config)
     assert unit[0, 0] == 1.0 and valid.all()
-    with pytest.raises(CoordinateDomainError, match="1 of 1 .*not finite.*clamp cannot place"):
+    with pytest.raises(CoordinateDomainError, match="1 of 1 .*not finite.*Fix: drop or repair.*clamp cannot move"):
         encoder(torch.tensor([_row(t=float("nan"))]))
 
 
@@ -326,7 +349,7 @@ def test_module_reports_what_it_allocates():
         encoder = Earth4D(config, seed=0)
         assert encoder.parameter_count() == config.parameter_count()
         assert encoder.table_bytes() == config.table_bytes() == 4 * config.parameter_count()
-        assert [g.embeddings.shape[0] for g in encoder.grids.values()] == [sum(config.grid(n).rows) for n in GRID_AXES]
+        assert [g.embeddings.shape for g in encoder.grids.values()] == [(2, sum(config.grid(n).rows)) for n in GRID_AXES]
         assert list(encoder.state_dict()) == [f"grids.{name}.embeddings" for name in GRID_AXES]
 
 

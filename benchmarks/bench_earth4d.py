@@ -1,0 +1,118 @@
+"""Figures for the Earth4D hash encoder: forward + backward throughput against the per-level loop and
+against this machine's memory bandwidth.
+
+    python benchmarks/bench_earth4d.py [--batch 8192] [--threads 2] [--presets cpu deepearth_162d]
+
+In one process, for each preset:
+  - samples/s of forward + backward (gradients w.r.t. the tables) of the vectorised encoder, after one
+    warm-up step, beside ``encode_per_level`` (a per-level PyTorch loop computing the same features)
+    measured on the same batch: the ratio (target >= 5 at the "cpu" preset; >= 100k samples/s there);
+  - table bytes touched per second, 8 corners x levels x F x 4 B per sample for the gather plus the same
+    for the scatter, beside the memory bandwidth of a 256 MB numpy copy (read + write) measured here:
+    how far the encoder is from the limit of a gather-bound kernel;
+  - on a GPU (when one is visible) the same, with the per-level loop, synchronised.
+The load average is printed first: other processes on a 2-core machine slow both paths, the threaded
+vectorised one most.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def copy_bandwidth(megabytes: int = 256, rounds: int = 5) -> float:
+    """Bytes per second moved by a large numpy copy (each byte read once and written once)."""
+    src = np.ones(megabytes * 2 ** 20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best
+
+
+def world_coords(batch: int, seed: int, device: torch.device) -> torch.Tensor:
+    """Random (lat, lon, elevation, t_norm) rows over the whole globe, uniform on the sphere."""
+    rng = np.random.default_rng(seed)
+    lat = np.degrees(np.arcsin(rng.uniform(-1, 1, batch)))
+    rows = np.stack([lat, rng.uniform(-180, 180, batch), rng.uniform(-100, 4000, batch), rng.uniform(0, 1, batch)], 1)
+    return torch.tensor(rows, dtype=torch.float32, device=device)
+
+
+def samples_per_s(encode, encoder, coords: torch.Tensor, steps: int) -> float:
+    """Forward + backward of a fixed random projection of the features; best step of ``steps`` after a warm-up."""
+    projection = torch.randn(encoder.output_dim, generator=torch.Generator().manual_seed(0)).to(coords.device)
+
+    def step():
+        (encode(coords) @ projection).sum().backward()
+        encoder.zero_grad(set_to_none=True)
+        if coords.is_cuda:
+            torch.cuda.synchronize()
+
+    step()
+    best = float("inf")
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return len(coords) / best
+
+
+def measure(preset: str, batch: int, device: torch.device, fast_steps: int, loop_steps: int,
+            bandwidth: float | None) -> None:
+    from terrapipe.models.earth4d import Earth4D, Earth4DConfig, encode_per_level
+
+    config = Earth4DConfig.preset(preset)
+    encoder = Earth4D(config, seed=0).to(device)
+    coords = world_coords(batch, seed=1, device=device)
+    levels = config.spatial.levels + 3 * config.temporal.levels
+    features = config.spatial.features_per_level  # both grids use F = 2 in every preset
+    touched = 2 * 8 * levels * features * 4       # bytes per sample: gather (forward) + scatter (backward)
+    fast = samples_per_s(encoder, encoder, coords, fast_steps)
+    loop = samples_per_s(lambda c: encode_per_level(encoder, c), encoder, coords, loop_steps)
+    print(f"{preset} on {device.type}: {config.output_dim}-D, {config.parameter_count():,} parameters "
+          f"({config.table_bytes() / 2 ** 20:.0f} MiB), {levels} levels, batch {batch}")
+    print(f"  vectorised forward+backward: {fast:,.0f} samples/s | per-level loop {loop:,.0f} samples/s | "
+          f"ratio {fast / loop:.1f}")
+    line = f"  table bytes touched: {fast * touched / 1e9:.2f} GB/s ({touched} B per sample)"
+    if bandwidth:
+        line += f" = {fast * touched / bandwidth:.3f} of the {bandwidth / 1e9:.1f} GB/s copy bandwidth"
+    print(line, flush=True)
+    del encoder
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--presets", nargs="+", default=["cpu", "deepearth_162d"])
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    bandwidth = copy_bandwidth()
+    print(f"baseline: numpy copy bandwidth (256 MB, read + write) = {bandwidth / 1e9:.1f} GB/s", flush=True)
+    cpu = torch.device("cpu")
+    for preset in args.presets:
+        big = preset == "deepearth_162d"
+        measure(preset, args.batch, cpu, fast_steps=2 if big else 10, loop_steps=1 if big else 3, bandwidth=bandwidth)
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+        print(f"GPU {torch.cuda.get_device_name()}")
+        for preset in args.presets:
+            measure(preset, args.batch * 8, gpu, fast_steps=20, loop_steps=3, bandwidth=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
