@@ -9,12 +9,10 @@ from terrapipe.stage import run_stage
 
 
 def main(args) -> None:
-    from terrapipe.data.embedding_store import build_store
-    from terrapipe.train.deepearth import deepearth_params
+    from terrapipe.data.embedding_store import build_store, store_config
 
-    params = deepearth_params(args.params_obj)
     build_store(paths.processed("deepearth"), paths.split_dir("deepearth") / "assignments.parquet",
-                paths.EMBEDDING_STORE, dtype=params.store.dtype)
+                paths.EMBEDDING_STORE, dtype=store_config(args.params_obj).dtype)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import run_stage
+from conftest import run_stage, tree_digest
 
 from terrapipe.config import parse_params
 from terrapipe.data.deepearth import fix_image_urls, tidy_deepearth
@@ -472,6 +472,11 @@ def test_embedding_store_and_classify_stages_end_to_end(workdir):
     out = workdir / "models" / "deepearth"
     assert sorted(p.name for p in out.iterdir()) == ["autoencoder.pt", "autoencoder_curves.csv", "curves.csv",
                                                      "language.pt", "metrics.json", "vision.pt"]
-    (workdir / "params.yaml").write_text(yaml.safe_dump({"deepearth": {"classifier": {"epochs": 0}}}))
+    (workdir / "params.yaml").write_text(yaml.safe_dump({"deepearth": {"classifier": {"epochs": 0},
+                                                                    "store": {"dtype": "bfloat16"}}}))
+    before = tree_digest(out)
     failed = run_stage("deepearth_classify", cwd=workdir, check=False)
     assert failed.returncode == 2 and "deepearth.classifier.epochs" in failed.stderr
+    failed = run_stage("embedding_store", cwd=workdir, check=False)
+    assert failed.returncode == 2 and "deepearth.store.dtype" in failed.stderr
+    assert tree_digest(out) == before

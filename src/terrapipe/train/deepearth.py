@@ -12,7 +12,7 @@ it is reported because it is the reference's experiment, with a note saying so.
 Inputs are standardized with the training rows' per-dimension mean and std (kept in each checkpoint).
 Training is deterministic on CPU: fixed seeds, deterministic algorithms, batch order from the seed.
 
-Only pydantic and numpy are imported at module level: the embedding_store stage validates its params here.
+Only pydantic and numpy are imported at module level (check_params validates the section with it).
 """
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from terrapipe.data.embedding_store import StoreConfig, validated
 
 log = logging.getLogger("terrapipe")
 
@@ -43,10 +45,6 @@ TEST_GROUP = "test"                               # the whole test split, beside
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class StoreConfig(_Section):
-    dtype: Literal["float16", "float32"] = "float16"   # float32: the source exactly, twice the bytes
 
 
 class ClassifierConfig(_Section):
@@ -83,16 +81,7 @@ class DeepEarthParams(_Section):
 
 def deepearth_params(params) -> DeepEarthParams:
     """The validated ``deepearth`` section of loaded params (terrapipe.config.Params); ConfigError on problems."""
-    from terrapipe.errors import ConfigError
-
-    try:
-        return DeepEarthParams.model_validate(params.deepearth)
-    except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
-            lines.append(f"deepearth.{'.'.join(str(p) for p in error['loc'])}: {message}")
-        raise ConfigError("params.yaml: invalid deepearth section:\n  " + "\n  ".join(lines)) from None
+    return validated(DeepEarthParams, params.deepearth, "deepearth")
 
 
 # -------------------------------------------------------------------------------------------- metrics
@@ -261,8 +250,9 @@ def train_classifier(store, mode: Mode, params: DeepEarthParams) -> ClassifierRu
     species = sorted(set(taxon[train_rows].tolist()))
     train_labels, test_labels = species_labels(taxon[train_rows], species), species_labels(taxon[test_rows], species)
     reasons = store.index["split_reason"][test_rows].astype(str)
-    standardizer = Standardizer.fit(read_all(store, train_rows, mode))
-    test_x = standardizer(read_all(store, test_rows, mode))
+    train_x = read_all(store, train_rows, mode)
+    standardizer = Standardizer.fit(train_x)
+    train_x, test_x = standardizer(train_x), standardizer(read_all(store, test_rows, mode))
     label_of_row = np.full(len(store), -1, dtype=np.int64)
     label_of_row[train_rows] = train_labels
 
@@ -288,7 +278,6 @@ def train_classifier(store, mode: Mode, params: DeepEarthParams) -> ClassifierRu
             log.info("deepearth %s classifier epoch %d: train loss %.4f, test top-1 %s", mode, epoch + 1,
                      curve[-1]["train_loss"], scores["top1"])
 
-    train_x = standardizer(read_all(store, train_rows, mode))
     unseen = sorted(set(taxon[test_rows][test_labels < 0].tolist()))
     metrics = {
         "train_rows": len(train_rows), "test_rows": len(test_rows), "species_trained": len(species),
@@ -511,6 +500,16 @@ def autoencoder_checkpoint(run: AutoencoderRun, params: DeepEarthParams, store) 
 
 # ------------------------------------------------------------------------------------------------ run
 
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    """DVC plots: one row per epoch, 6 significant digits (same bytes on a rerun)."""
+    import pandas as pd
+
+    from terrapipe.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")
+
+
 def _save(path: Path, state: dict) -> None:
     import torch
 
@@ -525,7 +524,6 @@ def run_deepearth(params: DeepEarthParams, store_dir: str | Path, out_dir: str |
     autoencoder.pt), metrics.json, curves.csv and autoencoder_curves.csv into ``out_dir``; return the metrics."""
     from terrapipe.atomic import write_json
     from terrapipe.data.embedding_store import EmbeddingStore
-    from terrapipe.train.run import _write_csv
 
     store = EmbeddingStore.open(store_dir, verify=True)
     out_dir = Path(out_dir)
