@@ -49,8 +49,9 @@ def world_coords(batch: int, seed: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
-def samples_per_s(encode, encoder, coords: torch.Tensor, steps: int) -> float:
-    """Forward + backward of a fixed random projection of the features; best step of ``steps`` after a warm-up."""
+def samples_per_s(encode, encoder, coords: torch.Tensor, steps: int, warmup: bool = True) -> float:
+    """Forward + backward of a fixed random projection of the features (as a linear layer on top would see
+    them); the best of ``steps`` steps, after one warm-up step when ``warmup``."""
     projection = torch.randn(encoder.output_dim, generator=torch.Generator().manual_seed(0)).to(coords.device)
 
     def step():
@@ -59,7 +60,8 @@ def samples_per_s(encode, encoder, coords: torch.Tensor, steps: int) -> float:
         if coords.is_cuda:
             torch.cuda.synchronize()
 
-    step()
+    if warmup:
+        step()
     best = float("inf")
     for _ in range(steps):
         start = time.perf_counter()
@@ -79,7 +81,10 @@ def measure(preset: str, batch: int, device: torch.device, fast_steps: int, loop
     features = config.spatial.features_per_level  # both grids use F = 2 in every preset
     touched = 2 * 8 * levels * features * 4       # bytes per sample: gather (forward) + scatter (backward)
     fast = samples_per_s(encoder, encoder, coords, fast_steps)
-    loop = samples_per_s(lambda c: encode_per_level(encoder, c), encoder, coords, loop_steps)
+    # the loop's step at the 162-D preset takes tens of seconds on CPU, dominated by one full-table gradient
+    # per level; a warm-up would double that for a negligible first-call cost
+    loop = samples_per_s(lambda c: encode_per_level(encoder, c), encoder, coords, loop_steps,
+                         warmup=loop_steps > 1)
     print(f"{preset} on {device.type}: {config.output_dim}-D, {config.parameter_count():,} parameters "
           f"({config.table_bytes() / 2 ** 20:.0f} MiB), {levels} levels, batch {batch}")
     print(f"  vectorised forward+backward: {fast:,.0f} samples/s | per-level loop {loop:,.0f} samples/s | "

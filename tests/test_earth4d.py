@@ -161,8 +161,8 @@ def test_finest_levels_keep_every_axis(axis_change):
         else:
             other[:, 1] += min(res, grid.table_size) // 2
         unit = torch.cat([_vertex_points(grid, level, base), _vertex_points(grid, level, other)])
-        index, _ = corner_indices(grid, unit)                                  # (8, L, 128)
-        lower = index[0, level]
+        index, _ = corner_indices(grid, unit)                                  # (L, 8, 128)
+        lower = index[level, 0]
         assert (lower[:64] != lower[64:]).all(), f"level {level} ({'direct' if direct else 'hashed'}) drops an axis"
         buggy = [_uint32_index(b.tolist(), res, grid.table_size) == _uint32_index(o.tolist(), res, grid.table_size)
                  for b, o in zip(base, other)]
@@ -182,14 +182,14 @@ def test_hashed_levels_collide_at_the_random_rate(which):
     XOR-prime hash of a dense block is measurably (1-4%) worse than random."""
     grid = getattr(PRESETS["cpu"], which)
     unit = torch.rand(grid.table_size, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    index, _ = corner_indices(grid, unit)                                       # (8, L, T)
+    index, _ = corner_indices(grid, unit)                                       # (L, 8, T)
     hashed = [level for level, direct in enumerate(grid.direct) if not direct]
     assert len(hashed) >= 3
     for level in hashed:
         res, offset = grid.resolutions[level], level_offsets(grid)[level]
         cell = (unit * grid.scales[level]).long()                               # (T, 3)
         vertices = len(np.unique((cell[:, 0] + res * (cell[:, 1] + res * cell[:, 2])).numpy()))
-        rows = index[0, level] - offset
+        rows = index[level, 0] - offset
         assert rows.min() >= 0 and rows.max() < grid.table_size
         expected = grid.table_size * (1 - (1 - 1 / grid.table_size) ** vertices)
         distinct = int((torch.bincount(rows, minlength=grid.table_size) > 0).sum())
@@ -203,21 +203,21 @@ def test_direct_levels_are_a_bijection():
     res = grid.resolutions[level]
     cells = np.array(list(itertools.product(range(res - 1), repeat=3)))
     index, _ = corner_indices(grid, _vertex_points(grid, level, cells))
-    assert len(torch.unique(index[0, level])) == len(cells)
+    assert len(torch.unique(index[level, 0])) == len(cells)
 
 
 def test_cube_faces_stay_inside_each_level():
     """u = 0 and u = 1 exactly (the clamp mode's faces) read the first and last vertex of every level."""
     grid = SMALL.spatial
     unit = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0]], dtype=torch.float64)
-    index, weights = corner_indices(grid, unit)                                   # (8, L, 3)
-    torch.testing.assert_close(weights.sum(dim=0), torch.ones(grid.levels, 3))
+    index, weights = corner_indices(grid, unit)                                   # (L, 8, 3)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(grid.levels, 3))
     for level, (res, direct, offset) in enumerate(zip(grid.resolutions, grid.direct, level_offsets(grid))):
-        rows = index[:, level] - offset
+        rows = index[level] - offset                                              # (8, 3)
         assert rows.min() >= 0 and rows.max() < grid.rows[level]
         if direct:
-            assert rows[0, 0] == 0 and weights[0, level, 0] == 1          # lower corner of cell 0
-            assert rows[7, 1] == res ** 3 - 1 and weights[7, level, 1] == pytest.approx(1, abs=1e-6)
+            assert rows[0, 0] == 0 and weights[level, 0, 0] == 1          # lower corner of cell 0
+            assert rows[7, 1] == res ** 3 - 1 and weights[level, 7, 1] == pytest.approx(1, abs=1e-6)
 
 
 def test_empty_batch():

@@ -271,26 +271,27 @@ class _GatherBlend(torch.autograd.Function):
     ``scatter_add_`` all run on contiguous 1-D rows. Autograd of ``table[index]`` would instead back-
     propagate through ``index_put_(accumulate=True)``: slower, and not bitwise repeatable on CPU, whereas
     1-D ``scatter_add_`` is (and is deterministic on CUDA under ``torch.use_deterministic_algorithms``).
-    Args: embeddings (F, R); index (8, N) int64; weights (8, N). Returns (F, N).
+    Args: embeddings (F, R); index (L, 8, B) int64; weights (L, 8, B). Returns (F, L, B).
     """
 
     @staticmethod
     def forward(ctx, embeddings, index, weights):
         ctx.save_for_backward(index, weights)
         ctx.rows = embeddings.shape[1]
-        flat = index.reshape(-1)                                                            # (8 * N,)
-        corners = embeddings.new_empty(embeddings.shape[0], flat.shape[0])                  # (F, 8 * N)
+        flat = index.reshape(-1)                                                            # (L * 8 * B,)
+        corners = embeddings.new_empty(embeddings.shape[0], flat.shape[0])                  # (F, L * 8 * B)
         for feature, column in enumerate(embeddings):   # 1-D gathers: 2x faster than one along dim 1
             torch.index_select(column, 0, flat, out=corners[feature])
-        return (corners.reshape(embeddings.shape[0], *index.shape) * weights).sum(dim=1)
+        return (corners.reshape(embeddings.shape[0], *index.shape) * weights).sum(dim=2)   # (F, L, B)
 
     @staticmethod
     def backward(ctx, grad_out):
         index, weights = ctx.saved_tensors
-        flat = index.reshape(-1)                                                            # (8 * N,)
+        flat = index.reshape(-1)                                                            # (L * 8 * B,)
         grad = grad_out.new_zeros(grad_out.shape[0], ctx.rows)                              # (F, R)
-        for feature, feature_grad in enumerate(grad_out):
-            grad[feature].scatter_add_(0, flat, (weights * feature_grad).reshape(-1))
+        grad_out = grad_out.contiguous()   # arrives as a permuted view of the (B, L * F) output's gradient
+        for feature, feature_grad in enumerate(grad_out):                                   # (L, B) each
+            grad[feature].scatter_add_(0, flat, (weights * feature_grad[:, None]).reshape(-1))
         return grad, None, None
 
 
@@ -327,7 +328,7 @@ def corner_indices(grid: GridConfig, unit: torch.Tensor, valid: torch.Tensor | N
 
     Args: grid; unit (B, 3) float64 in [0, 1]; valid (B,) bool, False rows get zero weights (None: all
     valid); constants from ``_level_constants`` (built when None); dtype of the weights.
-    Returns index (8, L, B) int64 and weights (8, L, B).
+    Returns index (L, 8, B) int64 and weights (L, 8, B).
     """
     if constants is None:
         constants = {name: value.to(unit.device) for name, value in _level_constants(grid).items()}
@@ -340,24 +341,23 @@ def corner_indices(grid: GridConfig, unit: torch.Tensor, valid: torch.Tensor | N
     frac = (pos - floor).to(dtype)
     cell = floor.long()                                                                  # (L, 3, B)
     upper = frac * frac * (3 - 2 * frac)                                                 # (L, 3, B) smoothstep
-    wx, wy, wz = torch.stack([1 - upper, upper]).unbind(dim=2)                           # 3 x (2, L, B)
+    wx, wy, wz = torch.stack([1 - upper, upper], dim=1).unbind(dim=2)                    # 3 x (L, 2, B)
     if valid is not None:
         wx = wx * valid
-    weights = wx[:, None, None] * wy[None, :, None] * wz[None, None, :]                  # (2, 2, 2, L, B)
+    weights = wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]         # (L, 2, 2, 2, B)
     coefficients = constants["coefficients"][:, :, None]                                 # (L, 3, 1)
-    terms = torch.empty(2, levels, 3, batch, dtype=torch.int64, device=unit.device)     # lower, upper vertex
-    torch.mul(cell, coefficients, out=terms[0])
-    torch.add(terms[0], coefficients, out=terms[1])
-    terms[:, n_direct:] &= grid.table_size - 1
-    terms[:, :, 0] += constants["offsets"][:, None]
-    tx, ty, tz = terms.unbind(dim=2)                                                     # 3 x (2, L, B)
-    index = torch.empty(2, 2, 2, levels, batch, dtype=torch.int64, device=unit.device)
+    terms = torch.empty(levels, 2, 3, batch, dtype=torch.int64, device=unit.device)     # lower, upper vertex
+    torch.mul(cell, coefficients, out=terms[:, 0])
+    torch.add(terms[:, 0], coefficients, out=terms[:, 1])
+    terms[n_direct:] &= grid.table_size - 1
+    terms[:, :, 0] += constants["offsets"][:, None, None]
+    tx, ty, tz = terms.unbind(dim=2)                                                     # 3 x (L, 2, B)
+    index = torch.empty(levels, 2, 2, 2, batch, dtype=torch.int64, device=unit.device)
     direct, hashed = slice(0, n_direct), slice(n_direct, levels)
-    torch.add(tx[:, None, None, direct] + ty[None, :, None, direct], tz[None, None, :, direct],
-              out=index[:, :, :, direct])
-    torch.bitwise_xor(tx[:, None, None, hashed] ^ ty[None, :, None, hashed], tz[None, None, :, hashed],
-                      out=index[:, :, :, hashed])
-    return index.reshape(8, levels, batch), weights.reshape(8, levels, batch)
+    torch.add(tx[direct, :, None, None] + ty[direct, None, :, None], tz[direct, None, None, :], out=index[direct])
+    torch.bitwise_xor(tx[hashed, :, None, None] ^ ty[hashed, None, :, None], tz[hashed, None, None, :],
+                      out=index[hashed])
+    return index.reshape(levels, 8, batch), weights.reshape(levels, 8, batch)
 
 
 class HashGrid(nn.Module):
@@ -377,11 +377,9 @@ class HashGrid(nn.Module):
 
     def forward(self, unit: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         constants = {"coefficients": self.coefficients, "offsets": self.offsets}
-        index, weights = corner_indices(self.grid, unit, valid, constants, self.embeddings.dtype)  # (8, L, B)
-        levels, batch = index.shape[1:]
-        features = _GatherBlend.apply(self.embeddings, index.reshape(8, -1), weights.reshape(8, -1))  # (F, L*B)
-        features = features.reshape(self.grid.features_per_level, levels, batch)           # (F, L, B)
-        return features.permute(2, 1, 0).reshape(batch, self.grid.output_dim)             # (B, L * F)
+        index, weights = corner_indices(self.grid, unit, valid, constants, self.embeddings.dtype)  # (L, 8, B)
+        features = _GatherBlend.apply(self.embeddings, index, weights)                     # (F, L, B)
+        return features.permute(2, 1, 0).reshape(unit.shape[0], self.grid.output_dim)     # (B, L * F)
 
 
 class Earth4D(nn.Module):
