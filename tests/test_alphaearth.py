@@ -372,6 +372,8 @@ def test_params_defaults_unknown_keys_and_cli_origin():
             params.seed, params.knn_k) == ("cpu", 0.1, 1e-6, 0.5, 5, 1.0, 0.1, 256, 0.95, 42, 20)
     with pytest.raises(ConfigError, match=r"earth4d\.epochz: Extra inputs"):
         experiment.earth4d_params(parse_params({"earth4d": {"epochz": 3}}))
+    with pytest.raises(ConfigError, match=r"earth4d\.learning_rate: .*write 1\.0e-3"):
+        experiment.earth4d_params(parse_params(yaml.safe_load("earth4d: {learning_rate: 1e-3}")))
     with pytest.raises(ConfigError, match=r"earth4d\.roi\.lat_mn: Extra inputs"):
         experiment.earth4d_params(parse_params({"earth4d": {"roi": {"lat_mn": 3}}}))
     with pytest.raises(ConfigError, match=r"earth4d\.train_split \(set by --train-split\)"):
@@ -412,6 +414,10 @@ class _PoisonedRows(torch.nn.Module):
         super().__init__()
         self.model = model
 
+    @property
+    def encoder(self):
+        return self.model.encoder
+
     def forward(self, coords):
         out = self.model(coords)
         return torch.where((coords[:, 2] == -1234.0)[:, None], torch.nan, out)
@@ -427,6 +433,24 @@ def test_nan_test_drops_exactly_the_offending_rows():
     coords[29, 0] = 95.0                      # outside Earth4D's domain: the encoder raises for its chunk
     keep = experiment.nan_test(model, coords, chunk=8, device=torch.device("cpu"))
     assert np.flatnonzero(~keep).tolist() == [3, 17, 29, 41]
+
+
+def test_non_finite_batches_are_skipped_and_counted():
+    rng = np.random.default_rng(0)
+    n = 120
+    coords = np.column_stack([rng.uniform(28, 29, n), rng.uniform(-81.9, -81, n), rng.uniform(0, 50, n),
+                              np.full(n, 0.6)]).astype(np.float32)
+    reasons = np.array(["temporal_train"] * n, dtype=object)
+    data = experiment.AlphaEarthData(coords, rng.normal(scale=0.1, size=(n, 64)).astype(np.float32), reasons, {})
+    params = tiny_params(epochs=2, batch_size=1000, knn_k=1)       # one batch an epoch: every fit row
+    part = experiment.partition(reasons, params)
+    data.coords[part.fit[0], 2] = -1234.0                           # poisons every batch
+    model = _PoisonedRows(experiment.build_predictor(params.encoder_config(), params, seed=0))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    run = experiment.train(model, data, part, params, torch.device("cpu"))
+    assert (run.skipped_batches, run.skipped_steps) == (2, 0)
+    assert [row["skipped_batches"] for row in run.curves] == [1, 2] and np.isnan(run.curves[-1]["train_mse"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # nothing was stepped
 
 
 def test_partition_keeps_holdouts_out_of_training(world):
@@ -535,8 +559,12 @@ def test_cli_options_override_params_and_read_user_files(world, workdir):
     config["earth4d"] = {**TINY, "epochs": 3, "hidden": 24, "seed": 5, "max_samples": 2000}
     (workdir / "params.yaml").write_text(yaml.safe_dump(config))
     csv_path, pt_path = raw_dir / "alphaearth_metadata.csv", raw_dir / "alphaearth_embeddings.pt"
-    run_stage("earth4d_alphaearth", "--metadata", str(csv_path), "--embeddings", str(pt_path), "--epochs", "2",
-              "--seed", "7", "--max-samples", "1000", "--skip-nan-test", "--output-dir", "out", cwd=workdir)
+    from terrapipe.stage import run_stage as run_in_process
+
+    stage = _stage_module()          # in this process: the same argv handling as `python stages/...`, no re-import
+    run_in_process(stage.main, "earth4d_alphaearth", stage.add_args,
+                   argv=["--metadata", str(csv_path), "--embeddings", str(pt_path), "--epochs", "2", "--seed", "7",
+                         "--max-samples", "1000", "--skip-nan-test", "--output-dir", "out"])
     metrics = json.loads((workdir / "out" / "metrics.json").read_text())
     used = metrics["params"]
     assert (used["epochs"], used["seed"], used["max_samples"], used["skip_nan_test"]) == (2, 7, 1000, True)  # CLI

@@ -143,6 +143,8 @@ def earth4d_params(params, overrides: dict | None = None) -> Earth4DExperimentPa
         lines = []
         for error in exc.errors():
             message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+            if error["type"] == "float_type" and isinstance(error.get("input"), str):
+                message += f" (got the text {error['input']!r}: YAML reads 1e-3 as text, write 1.0e-3)"
             where = ".".join(str(p) for p in error["loc"])
             origin = f" (set by --{where.replace('_', '-')})" if where in overrides else ""
             lines.append(f"earth4d.{where}{origin}: {message}" if where else f"earth4d.{message}")
