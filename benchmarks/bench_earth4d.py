@@ -78,8 +78,7 @@ def measure(preset: str, batch: int, device: torch.device, fast_steps: int, loop
     encoder = Earth4D(config, seed=0).to(device)
     coords = world_coords(batch, seed=1, device=device)
     levels = config.spatial.levels + 3 * config.temporal.levels
-    features = config.spatial.features_per_level  # both grids use F = 2 in every preset
-    touched = 2 * 8 * levels * features * 4       # bytes per sample: gather (forward) + scatter (backward)
+    touched = 2 * 8 * config.output_dim * 4   # bytes per sample: 8 corners x (levels x F) fp32, gather + scatter
     fast = samples_per_s(encoder, encoder, coords, fast_steps)
     # the loop's step at the 162-D preset takes tens of seconds on CPU, dominated by one full-table gradient
     # per level; a warm-up would double that for a negligible first-call cost
@@ -93,7 +92,6 @@ def measure(preset: str, batch: int, device: torch.device, fast_steps: int, loop
     if bandwidth:
         line += f" = {fast * touched / bandwidth:.3f} of the {bandwidth / 1e9:.1f} GB/s copy bandwidth"
     print(line, flush=True)
-    del encoder
 
 
 def main(argv=None) -> int:

@@ -12,8 +12,18 @@ import torch
 
 from terrapipe.errors import ConfigError
 from terrapipe.models.earth4d import (
-    GRID_AXES, PRESETS, CoordinateDomainError, Earth4D, Earth4DConfig, GridConfig, corner_indices,
-    encode_per_level, level_offsets, normalize_coordinates, wgs84_to_ecef)
+    GRID_AXES,
+    PRESETS,
+    CoordinateDomainError,
+    Earth4D,
+    Earth4DConfig,
+    GridConfig,
+    corner_indices,
+    encode_per_level,
+    level_offsets,
+    normalize_coordinates,
+    wgs84_to_ecef,
+)
 
 A, INV_F = 6378137.0, 298.257223563
 PRIMES = (1, 2654435761, 805459861)
@@ -95,16 +105,17 @@ def test_cpu_preset_matches_per_level_reference_features_and_gradients():
     encoder = Earth4D(Earth4DConfig.preset("cpu"), seed=0)
     coords = random_coords(300, seed=4, dtype=torch.float32)
     weights = torch.randn(300, encoder.output_dim, generator=torch.Generator().manual_seed(0))
-    grads = []
-    for encode in (encoder, lambda c: encode_per_level(encoder, c)):
+
+    def forward_backward(encode):
         encoder.zero_grad(set_to_none=True)
         out = encode(coords)
         (out * weights).sum().backward()
-        grads.append([grid.embeddings.grad.clone() for grid in encoder.grids.values()])
-        if len(grads) == 1:
-            fast = out.detach()
-    torch.testing.assert_close(out.detach(), fast, atol=1e-6, rtol=0)
-    for fast_grad, loop_grad in zip(*grads):
+        return out.detach(), [grid.embeddings.grad.clone() for grid in encoder.grids.values()]
+
+    fast, fast_grads = forward_backward(encoder)
+    loop, loop_grads = forward_backward(lambda c: encode_per_level(encoder, c))
+    torch.testing.assert_close(fast, loop, atol=1e-6, rtol=0)
+    for fast_grad, loop_grad in zip(fast_grads, loop_grads):
         assert fast_grad.abs().sum() > 0
         torch.testing.assert_close(fast_grad, loop_grad, atol=1e-5, rtol=1e-5)
 
