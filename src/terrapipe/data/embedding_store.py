@@ -373,6 +373,8 @@ def _gather(matrix: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
     unique, inverse = np.unique(offsets, return_inverse=True)
     stored = np.asarray(matrix[unique])[inverse]                    # [B, dim] stored dtype, caller's order
+    if stored.dtype == np.float32:
+        return stored
     out = np.empty(stored.shape, np.float32)
     source, target = torch.from_numpy(stored.reshape(-1)), torch.from_numpy(out.reshape(-1))  # flat views
     for start in range(0, source.numel(), CAST_GRAIN):
