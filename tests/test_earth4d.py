@@ -329,6 +329,25 @@ def test_same_seed_same_table_bytes_and_gradients():
         assert torch.equal(a.grad, b.grad)
 
 
+def test_deterministic_algorithms_mode_gives_the_same_bytes():
+    """The training stage turns torch.use_deterministic_algorithms on for CPU runs: nothing may refuse or change."""
+    encoder = Earth4D(SMALL, seed=7)
+    coords = random_coords(500, seed=3)
+    results = []
+    for mode in (False, True):
+        previous = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(mode)
+        try:
+            encoder.zero_grad(set_to_none=True)
+            out = encoder(coords)
+            (out ** 2).sum().backward()
+        finally:
+            torch.use_deterministic_algorithms(previous)
+        results.append([out.detach()] + [p.grad for p in encoder.parameters()])
+    for plain, deterministic in zip(*results):
+        assert torch.equal(plain, deterministic)
+
+
 def test_autocast_does_not_touch_coordinates():
     encoder = Earth4D(SMALL, seed=0)
     coords = random_coords(20, seed=5)
