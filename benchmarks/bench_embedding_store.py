@@ -72,10 +72,7 @@ def naive_batch(processed: Path, ids: list[str]) -> tuple[np.ndarray, np.ndarray
 
 
 def main() -> None:
-    import torch
-
     from terrapipe import paths
-    from terrapipe.data.embedding_store import LANGUAGE_FILE, VISION_FILE, EmbeddingStore, build_store
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
@@ -89,7 +86,15 @@ def main() -> None:
     assignments = REPO / paths.split_dir("deepearth") / "assignments.parquet"
     if not assignments.exists():
         raise SystemExit(f"{assignments} is missing: run `dvc repro split@deepearth` first")
-    store_dir = Path(tempfile.mkdtemp(prefix="terrapipe-bench-store-")) / "embedding_store"
+    with tempfile.TemporaryDirectory(prefix="terrapipe-bench-store-") as scratch:
+        measure(args, processed, assignments, Path(scratch) / "embedding_store")
+
+
+def measure(args, processed: Path, assignments: Path, store_dir: Path) -> None:
+    import torch
+
+    from terrapipe.data.embedding_store import LANGUAGE_FILE, VISION_FILE, EmbeddingStore, build_store
+
     started = time.perf_counter()
     manifest = build_store(processed, assignments, store_dir, dtype=args.dtype)
     print(f"built a {args.dtype} store of {manifest['counts']['observations']} observations "
