@@ -185,6 +185,19 @@ def test_finest_levels_keep_every_axis(axis_change):
         assert buggy_levels == [12, 13, 14, 15, 16, 17, 18]
 
 
+def test_hash_is_periodic_in_T_along_each_axis():
+    """The documented limit of XOR-prime hashing mod 2^k: vertices exactly T cells apart share a row (at the
+    finest 162-D level, 400 km apart), while one cell less apart they do not."""
+    grid = PRESETS["deepearth_162d"].spatial
+    level = grid.levels - 1
+    base = np.array([[5, 7, 9]] * 3)
+    moved = base + np.array([[grid.table_size, 0, 0], [0, grid.table_size, 0], [0, 0, grid.table_size - 1]])
+    index, _ = corner_indices(grid, torch.cat([_vertex_points(grid, level, base), _vertex_points(grid, level, moved)]))
+    lower = index[level, 0]
+    assert lower[0] == lower[3] and lower[1] == lower[4] and lower[2] != lower[5]
+    assert grid.table_size / grid.scales[level] * 2 * 6400 == pytest.approx(400, rel=0.01)   # km
+
+
 @pytest.mark.parametrize("which", ["spatial", "temporal"])
 def test_hashed_levels_collide_at_the_random_rate(which):
     """m distinct vertices hashed into T rows fill T * (1 - (1 - 1/T)^m) rows in expectation (sampling noise
