@@ -172,8 +172,8 @@ def test_damaged_stores_name_the_file_and_the_fix(store_dir, tmp_path):
         EmbeddingStore.open(flipped, verify=True)
 
     garbage = _copy(store_dir, tmp_path / "garbage")
-    (garbage / "index.duckdb").write_bytes(b"not a database" * 100)
-    with pytest.raises(InputDataError, match=rf"index\.duckdb: not a readable DuckDB database.*{rebuild}"):
+    (garbage / "index.parquet").write_bytes(b"not a parquet file" * 100)
+    with pytest.raises(InputDataError, match=rf"index\.parquet: is not a readable index table.*{rebuild}"):
         EmbeddingStore.open(garbage)
 
     garbled = _copy(store_dir, tmp_path / "garbled")
@@ -212,6 +212,6 @@ def test_bad_inputs_name_the_file_and_leave_the_old_store(source, tmp_path, stor
 def test_the_store_is_rebuilt_identically(source, tmp_path):
     first = build_store(*source, tmp_path / "a")
     second = build_store(*source, tmp_path / "b")
-    for name in ("vision.bin", "language.bin"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert {k: v for k, v in first.items() if k != "index"} == {k: v for k, v in second.items() if k != "index"}
+    for name in ("vision.bin", "language.bin", "index.parquet", "species.parquet", "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()  # same DVC hash
+    assert first == second

@@ -7,9 +7,13 @@ reads fastest:
     vision.bin      [n_vision, vision_dim]      one row per observation with vision (pooled V-JEPA-2)
     language.bin    [n_species, language_dim]   one row per species: the DeepSeek-V3 vector is constant
                                                 within a species, so it is never repeated per observation
-    index.duckdb    table ``observations``: one row per observation (row, observation_id "{gbif_id}_1",
+    index.parquet   table ``observations``: one row per observation (row, observation_id "{gbif_id}_1",
                     gbif_id, taxon_id, species_index, taxon_name, split, split_reason, latitude, longitude,
-                    year, month, vision_offset (-1: no vision), language_offset); table ``species``
+                    year, month, vision_offset (-1: no vision), language_offset); species.parquet:
+                    table ``species``. Both are written by DuckDB and queried through DuckDB views
+                    (``query``); Parquet rather than a .duckdb file because DuckDB's database file
+                    differs byte for byte on every build (a random header and block checksums), which
+                    would change the DVC hash of every rebuild and re-run everything downstream
     manifest.json   dtype, dims, row counts, stride bytes, sha256 of every file and of the sources
 
 Rows are raw little-endian ``dtype`` (float16 by default: half the bytes, and rounding is the only
@@ -38,7 +42,9 @@ log = logging.getLogger("terrapipe")
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-INDEX_FILE = "index.duckdb"
+INDEX_FILE = "index.parquet"
+SPECIES_FILE = "species.parquet"
+TABLES = {"observations": INDEX_FILE, "species": SPECIES_FILE}
 VISION_FILE = "vision.bin"
 LANGUAGE_FILE = "language.bin"
 DTYPES = ("float16", "float32")
@@ -196,18 +202,29 @@ def index_frame(observations, assignments, n_species: int, n_vision: int, obs_pa
     return frame[list(INDEX_COLUMNS)]
 
 
-def _write_index(path: Path, frame, species) -> None:
+def _write_index(store_dir: Path, frame, species) -> None:
+    """The two index tables as Parquet files written by DuckDB (same rows -> same bytes)."""
     import duckdb
 
-    con = duckdb.connect(str(path))
+    con = duckdb.connect(config={"threads": 1})
     try:
         con.register("index_frame", frame)
         con.register("species_frame", species)
-        con.execute("CREATE TABLE observations AS SELECT * FROM index_frame ORDER BY row")
-        con.execute("CREATE TABLE species AS SELECT species_index, taxon_id, taxon_name, "
-                    "species_index AS language_offset FROM species_frame ORDER BY species_index")
+        con.execute(f"COPY (SELECT * FROM index_frame ORDER BY row) TO '{store_dir / INDEX_FILE}' (FORMAT parquet)")
+        con.execute("COPY (SELECT species_index, taxon_id, taxon_name, species_index AS language_offset "
+                    f"FROM species_frame ORDER BY species_index) TO '{store_dir / SPECIES_FILE}' (FORMAT parquet)")
     finally:
         con.close()
+
+
+def _index_connection(store_dir: Path):
+    """An in-memory DuckDB connection with views ``observations`` and ``species`` over the index files."""
+    import duckdb
+
+    con = duckdb.connect(config={"threads": 1})
+    for table, file in TABLES.items():
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{store_dir / file}')")
+    return con
 
 
 def build_store(processed_dir: str | Path, assignments_path: str | Path, out_dir: str | Path,
@@ -246,7 +263,7 @@ def build_store(processed_dir: str | Path, assignments_path: str | Path, out_dir
             files[name] = {"file": file, "rows": int(matrix.shape[0]), "dim": int(matrix.shape[1]),
                            "stride_bytes": int(matrix.shape[1] * stored.itemsize),
                            "sha256": _write_rows(matrix, paths_in[name], tmp / file, stored)}
-        _write_index(tmp / INDEX_FILE, frame, species)
+        _write_index(tmp, frame, species)
         split = frame["split"]
         manifest = {
             "format": FORMAT, "dtype": dtype, "byte_order": "little", **files,
@@ -344,17 +361,12 @@ class EmbeddingStore:
         return _gather(self.language, np.arange(len(self.language)))
 
     def query(self, sql: str):
-        """Run ``sql`` against index.duckdb (tables ``observations`` and ``species``); returns a DataFrame.
+        """Run ``sql`` on the index through DuckDB (tables ``observations`` and ``species``); returns a DataFrame.
 
-        The connection is read-only and closed at once, so several readers can query at the same time.
+        The index files are only read, so several readers can query at the same time.
         """
-        import duckdb
-
-        con = duckdb.connect(str(self.store_dir / INDEX_FILE), read_only=True)
-        try:
+        with _index_connection(self.store_dir) as con:
             return con.execute(sql).df()
-        finally:
-            con.close()
 
     def close(self) -> None:
         """Unmap the files (the page cache can then drop their pages)."""
@@ -417,16 +429,11 @@ def _load_index(path: Path, manifest: dict) -> dict[str, np.ndarray]:
     import duckdb
 
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        with _index_connection(path.parent) as con:
+            columns = con.execute(f"SELECT {', '.join(INDEX_COLUMNS)} FROM observations ORDER BY row").fetchnumpy()
     except duckdb.Error as exc:
-        raise InputDataError(path, f"not a readable DuckDB database ({exc})", _REBUILD) from None
-    try:
-        columns = con.execute(f"SELECT {', '.join(INDEX_COLUMNS)} FROM observations ORDER BY row").fetchnumpy()
-    except duckdb.Error as exc:
-        raise InputDataError(path, f"has no readable 'observations' table with columns {list(INDEX_COLUMNS)} "
-                             f"({exc})", _REBUILD) from None
-    finally:
-        con.close()
+        raise InputDataError(path, f"is not a readable index table with columns {list(INDEX_COLUMNS)} "
+                             f"({str(exc).splitlines()[0]})", _REBUILD) from None
     index = {name: _masked_to_object(values) for name, values in columns.items()}
     if len(index["row"]) != manifest["index"]["rows"]:
         raise InputDataError(path, f"has {len(index['row'])} rows but the manifest says {manifest['index']['rows']}",
