@@ -41,8 +41,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from terrapipe.config import load_params
-    from terrapipe.train.alphaearth import (baseline_predictions, earth4d_params, load_processed, partition,
-                                            run_experiment, subsample)
+    from terrapipe.train.alphaearth import (
+        baseline_predictions,
+        earth4d_params,
+        load_processed,
+        partition,
+        run_experiment,
+        subsample,
+    )
 
     os.chdir(REPO)   # the default inputs are paths relative to the repository root
     params = earth4d_params(load_params(args.params), {"epochs": args.epochs, "cpu_threads": args.threads,

@@ -1,4 +1,5 @@
-"""AlphaEarth: the sample backend's layout and dirt, and the cleaning stage's filters and counts."""
+"""AlphaEarth: the sample backend's layout and dirt, the cleaning stage's filters and counts, and the Earth4D ->
+AlphaEarth experiment (metrics, baselines, predictor, NaN handling, holdouts, outputs, determinism, CLI)."""
 from __future__ import annotations
 
 import json
@@ -472,7 +473,7 @@ def test_experiment_beats_the_mean_baseline_and_writes_every_output(trained):
     data, metrics, out = trained
     holdouts = metrics["holdouts"]
     assert {"random", "spatial_all", "temporal"} <= set(holdouts)
-    for name, scores in holdouts.items():
+    for scores in holdouts.values():
         assert scores["earth4d_beats_knn"] == (scores["earth4d"]["mae"] < scores["knn_geodesic"]["mae"])
         assert scores["earth4d"]["mae_over_range_pct"] == pytest.approx(50 * scores["earth4d"]["mae"])
     assert holdouts["random"]["earth4d_beats_mean_embedding"]

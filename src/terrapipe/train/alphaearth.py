@@ -163,8 +163,11 @@ class AlphaEarthData:
     source: dict
 
 
-def load_processed(processed_dir: Path = paths.processed("alphaearth"),
-                   assignments: Path = paths.split_assignments("alphaearth")) -> AlphaEarthData:
+PROCESSED_DIR = paths.processed("alphaearth")
+ASSIGNMENTS = paths.split_assignments("alphaearth")
+
+
+def load_processed(processed_dir: Path = PROCESSED_DIR, assignments: Path = ASSIGNMENTS) -> AlphaEarthData:
     """The normalize_alphaearth arrays joined to split@alphaearth's assignments by point id."""
     import pandas as pd
 
