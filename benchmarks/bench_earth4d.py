@@ -8,8 +8,9 @@ In one process, for each preset:
     warm-up step, beside ``encode_per_level`` (a per-level PyTorch loop computing the same features)
     measured on the same batch: the ratio (target >= 5 at the "cpu" preset; >= 100k samples/s there);
   - table bytes touched per second, 8 corners x levels x F x 4 B per sample for the gather plus the same
-    for the scatter, beside the memory bandwidth of a 256 MB numpy copy (read + write) measured here:
-    how far the encoder is from the limit of a gather-bound kernel;
+    for the scatter, beside the memory bandwidth of a 256 MB numpy copy (read + write) measured here, and
+    the same counted in whole 64 B cache lines (the traffic if no access hit cache): how far the encoder
+    is from the limit of a gather-bound kernel;
   - on a GPU (when one is visible) the same, with the per-level loop, synchronised.
 The load average is printed first: other processes on a 2-core machine slow both paths, the threaded
 vectorised one most.
@@ -90,7 +91,8 @@ def measure(preset: str, batch: int, device: torch.device, fast_steps: int, loop
           f"ratio {fast / loop:.1f}")
     line = f"  table bytes touched: {fast * touched / 1e9:.2f} GB/s ({touched} B per sample)"
     if bandwidth:
-        line += f" = {fast * touched / bandwidth:.3f} of the {bandwidth / 1e9:.1f} GB/s copy bandwidth"
+        line += (f" = {fast * touched / bandwidth:.3f} of the {bandwidth / 1e9:.1f} GB/s copy bandwidth; as whole "
+                 f"64 B cache lines (every 4 B access missing cache) {16 * fast * touched / bandwidth:.2f}")
     print(line, flush=True)
 
 
