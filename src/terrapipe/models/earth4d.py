@@ -281,7 +281,11 @@ class _GatherBlend(torch.autograd.Function):
         corners = embeddings.new_empty(embeddings.shape[0], flat.shape[0])                  # (F, L * 8 * B)
         for feature, column in enumerate(embeddings):   # 1-D gathers: 2x faster than one along dim 1
             torch.index_select(column, 0, flat, out=corners[feature])
-        return (corners.reshape(embeddings.shape[0], *index.shape) * weights).sum(dim=2)   # (F, L, B)
+        corners = corners.reshape(embeddings.shape[0], *index.shape)                        # (F, L, 8, B)
+        out = corners[:, :, 0] * weights[:, 0]     # accumulated corner by corner: no (F, L, 8, B) product
+        for corner in range(1, 8):
+            out.addcmul_(corners[:, :, corner], weights[:, corner])
+        return out                                                                          # (F, L, B)
 
     @staticmethod
     def backward(ctx, grad_out):
