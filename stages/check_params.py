@@ -11,11 +11,16 @@ from terrapipe.stage import run_stage
 def main(args) -> None:
     from terrapipe.atomic import write_json
     from terrapipe.config import check_params_file
+    from terrapipe.train.alphaearth import earth4d_params
+    from terrapipe.train.deepearth import deepearth_params
     from terrapipe.train.experiments import load_pretrain, resolved_document
 
     resolved = check_params_file(args.params)
     pretrain = load_pretrain(args.params)  # every experiment resolves, or the run stops here
     resolved["pretrain"]["resolved"] = {key: resolved_document(pretrain, key) for key in pretrain.experiments}
+    # the sections the model code validates (unknown keys stop the run here, not when that stage runs)
+    resolved["earth4d"] = earth4d_params(args.params_obj).model_dump(mode="json")
+    resolved["deepearth"] = deepearth_params(args.params_obj).model_dump(mode="json")
     write_json(paths.PARAMS_CHECK, resolved)
 
 

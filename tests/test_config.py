@@ -17,8 +17,15 @@ def _error(raw: dict) -> str:
 
 
 def test_shipped_params_are_the_documented_defaults():
-    # pretrain holds the experiments (no defaults in code; terrapipe.train.experiments validates it)
-    assert load_params(REPO / "params.yaml").model_copy(update={"pretrain": {}}) == Params()
+    # pretrain holds the experiments (no defaults in code; terrapipe.train.experiments validates it); the
+    # earth4d and deepearth sections spell out the defaults of their model code's configs
+    from terrapipe.train.alphaearth import Earth4DExperimentParams, earth4d_params
+    from terrapipe.train.deepearth import DeepEarthParams, deepearth_params
+
+    params = load_params(REPO / "params.yaml")
+    assert params.model_copy(update={"pretrain": {}, "earth4d": {}, "deepearth": {}}) == Params()
+    assert earth4d_params(params) == Earth4DExperimentParams()
+    assert deepearth_params(params) == DeepEarthParams()
 
 
 def test_unknown_nested_key_names_path_and_accepted_keys():
@@ -98,8 +105,11 @@ def _file_error(path) -> str:
 def test_repo_params_pass_check_params_file():
     resolved = check_params_file(REPO / "params.yaml")
     assert set(resolved.pop("pretrain")) == {"run", "base", "experiments"}
+    assert set(resolved.pop("deepearth")) == {"store", "classifier", "autoencoder"}
+    resolved.pop("earth4d")  # validated by its model code (test_shipped_params_are_the_documented_defaults)
     expected = json.loads(json.dumps(Params().model_dump(mode="json")))
-    expected.pop("pretrain")
+    for section in ("pretrain", "earth4d", "deepearth"):
+        expected.pop(section)
     assert resolved == expected
     assert resolved["normalize"]["alphaearth"]["min_elevation_m"] == -500.0
 

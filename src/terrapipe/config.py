@@ -252,6 +252,10 @@ class Params(_Section):
     pretrain: dict = Field({}, description="validated by terrapipe.train.experiments.pretrain_params (check_params, "
                                         "the pretrain stages and `terrapipe experiments`), so that the data stages "
                                         "do not depend on the model code")
+    earth4d: dict = Field({}, description="validated by terrapipe.train.alphaearth.earth4d_params (the Earth4D -> "
+                                       "AlphaEarth experiment; check_params and its stage)")
+    deepearth: dict = Field({}, description="validated by terrapipe.train.deepearth.deepearth_params (the DeepEarth "
+                                         "classifiers and the cross-modal autoencoder; check_params and their stages)")
 
     @model_validator(mode="after")
     def _deepearth_test_years_in_sample(self):

@@ -27,7 +27,10 @@ STAGES = ("check_params",
           "split@deepearth", "split@alphaearth",
           "validate",
           "world_mosaic",
-          "pretrain")                  # foreach over params pretrain.run: pretrain@<experiment>
+          "embedding_store",
+          "pretrain",                  # foreach over params pretrain.run: pretrain@<experiment>
+          "earth4d_alphaearth",
+          "deepearth_classify")
 
 
 def raw(dataset: str) -> Path:
@@ -61,3 +64,8 @@ PRETRAIN = MODELS / "pretrain"
 def pretrain_dir(experiment: str) -> Path:
     """pretrain@<experiment>: checkpoint.pt (DVC output), metrics.json and curves.csv (metrics and plots)."""
     return PRETRAIN / experiment
+
+
+EMBEDDING_STORE = PROCESSED / "embedding_store"  # embedding_store: DeepEarth vision/language memmaps + DuckDB index
+EARTH4D = MODELS / "earth4d_alphaearth"          # earth4d_alphaearth: checkpoints, predictions, maps, metrics
+DEEPEARTH = MODELS / "deepearth"                 # deepearth_classify: classifiers + cross-modal autoencoder
