@@ -32,6 +32,10 @@ SMALL_PARAMS = {
                  "train": {"steps": 2, "global_batch": 4, "microbatch": 2, "checkpoint_every": 1},
                  "optim": {"warmup_steps": 1}, "tracking": {"wandb": "disabled"}},
     },
+    "earth4d": {"epochs": 1, "batch_size": 64, "hidden": 32, "tracked_rows": 200,  # one epoch of a tiny encoder
+                "encoder_overrides": {"spatial": {"levels": 4, "log2_table_size": 10, "finest_resolution": 128},
+                                      "temporal": {"levels": 2, "log2_table_size": 10, "finest_resolution": 16}}},
+    "deepearth": {"classifier": {"epochs": 1}, "autoencoder": {"epochs": 1}},
 }
 
 

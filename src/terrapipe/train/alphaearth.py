@@ -117,7 +117,7 @@ class Earth4DExperimentParams(_Section):
 
     def encoder_config(self):
         """The frozen Earth4DConfig: the preset with ``encoder_overrides`` merged in (mappings key by key)."""
-        from terrapipe.models.earth4d import Earth4DConfig
+        from terrapipe.models.earth4d_config import Earth4DConfig
 
         try:
             preset = Earth4DConfig.preset(self.encoder).model_dump()
