@@ -82,8 +82,10 @@ def test_nothing_changed_after_a_run(repo):
 
 def test_a_param_change_reruns_only_its_dependants(repo):
     _set_params(repo, {"split": {"deepearth": {"min_distance_km": 20.0}}})
+    # the regions move but these assignments do not: the store is rebuilt byte for byte, so its classifiers
+    # are not retrained
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
-        "check_params", "deepearth_classify", "embedding_store", "split@deepearth", "validate"]
+        "check_params", "embedding_store", "split@deepearth", "validate"]
     _set_params(repo, {"normalize": {"std_multiplier": 3.0}})
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
         "check_params", "normalize_era5", "normalize_sentinel", "pretrain@era5_reg_mean", "validate",
