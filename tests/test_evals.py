@@ -118,6 +118,8 @@ def test_exp_weighting_overturns_the_majority_vote():
     share0 = math.exp(1 / 0.07) / (math.exp(1 / 0.07) + 2 * math.exp(0.9 / 0.07))
     assert pred.tolist() == [0] and scores[0, 0] == pytest.approx(share0, rel=1e-5)
     assert knn_classify(train, labels, query, 2, k=3, temperature=100.0).tolist() == [1]   # ~ plain majority
+    sharp = knn_classify(train, labels, query, 2, k=3, temperature=0.001, return_scores=True)[1]
+    assert np.isfinite(sharp).all() and sharp[0, 0] == pytest.approx(1.0)   # exp(1 / 0.001) would overflow
 
 
 def test_k_beyond_n_uses_every_row_and_ties_go_to_the_lowest_class():
@@ -267,5 +269,9 @@ def test_probe_config_rejects_impossible_values():
     x = np.random.default_rng(0).normal(size=(201, 4)).astype(np.float32)
     result = train_linear_probe(x, labels, x, labels, 2, ProbeConfig(label_fraction=0.001, epochs=1))
     assert result.train_rows.tolist()[0] == 0 and len(result.train_rows) == 2
+    with pytest.raises(ValueError, match="integer class indices"):
+        train_linear_probe(x, labels.astype(float), x, labels, 2, ProbeConfig(epochs=1))
+    with pytest.raises(ValueError, match="test labels must lie in"):
+        train_linear_probe(x, labels, x, labels + 1, 2, ProbeConfig(epochs=1))
     with pytest.raises(ValueError, match="raise label_fraction"):
         train_linear_probe(x, np.zeros(201, int), x, labels, 2, ProbeConfig(label_fraction=0.001, epochs=1))

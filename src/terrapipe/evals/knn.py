@@ -12,8 +12,8 @@ unlike a plain majority vote.
 - Ties: in the vote, the lowest class index wins (torch.argmax returns the first maximum); in the
   neighbour ranking, torch.topk's order among equal similarities (fixed for given inputs).
 - Float32 matmul is enough: cosines lie in [-1, 1] and float32 rounds them to ~1e-7 * sqrt(D), far below
-  any gap that separates real neighbours; exp(1 / 0.07) ~ 1.6e6 and a sum of k such weights stay far
-  from float32's range, so no max-subtraction is needed.
+  any gap that separates real neighbours. Weights are exp((sim - top sim) / temperature), the same vote
+  up to one factor per query, so no temperature overflows float32 (exp(1 / 0.01) would).
 - Queries are processed in chunks (1024 by default), so memory stays at chunk x N similarities however
   many queries there are. Torch on the CPU. The BLAS picks its kernel by matrix shape, so another chunk
   size can move a similarity by a float32 rounding step (~1e-7): scores then differ in their last bits
@@ -55,7 +55,7 @@ def _neighbours(train_emb, query_emb, k: int, temperature: float, query_chunk: i
     train, query = _embeddings(train_emb, "train_emb"), _embeddings(query_emb, "query_emb")
     if train.shape[1] != query.shape[1]:
         raise ValueError(f"train_emb has width {train.shape[1]} but query_emb has {query.shape[1]}")
-    if k < 1 or temperature <= 0 or query_chunk < 1:
+    if k < 1 or not temperature > 0 or query_chunk < 1:
         raise ValueError(f"k ({k}) and query_chunk ({query_chunk}) must be >= 1 and temperature "
                          f"({temperature}) > 0")
     train, query = F.normalize(train, dim=1), F.normalize(query, dim=1)   # a zero row stays zero (cosine 0)
@@ -64,7 +64,7 @@ def _neighbours(train_emb, query_emb, k: int, temperature: float, query_chunk: i
         block = slice(first, first + query_chunk)
         similarity = query[block] @ train.T                              # (chunk, N) cosines
         top_sim, top_index = similarity.topk(k, dim=1)                   # (chunk, k') each
-        yield block, top_index, torch.exp(top_sim / temperature)
+        yield block, top_index, torch.exp((top_sim - top_sim[:, :1]) / temperature)   # top_sim sorted: [:, 0] max
 
 
 def _check_rows(labels_rows: int, train_rows: int, name: str) -> None:
@@ -91,6 +91,8 @@ def knn_classify(train_emb, train_labels, query_emb, num_classes: int, k: int = 
     if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"train_labels must be an integer [N] vector, got {labels.dtype} {tuple(labels.shape)}")
     labels = labels.long()
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     _check_rows(len(labels), len(train_emb), "train_labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"train_labels must lie in [0, {num_classes}); drop ignored or unlabelled rows first")

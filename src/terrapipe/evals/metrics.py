@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-REPORT_KEYS = ("accuracy", "micro_f1", "macro_f1", "miou", "per_class", "n")
-
 
 def to_numpy(values) -> np.ndarray:
     """A numpy view of an array-like or a torch tensor (detached and moved to the CPU)."""

@@ -125,7 +125,11 @@ def pixel_logits(linear, x, patch_size: int, out_size: tuple[int, int]):
 def _tensor(values, name: str, ndim: int, dtype):
     import torch
 
-    tensor = torch.as_tensor(to_numpy(values)).to(dtype)
+    array = to_numpy(values)
+    if dtype == torch.int64 and array.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integer class indices (ignore_index for unlabelled), got dtype "
+                         f"{array.dtype}")
+    tensor = torch.as_tensor(array).to(dtype)
     if tensor.ndim != ndim or len(tensor) == 0:
         raise ValueError(f"{name} must be a non-empty {ndim}-D array, got shape {tuple(tensor.shape)}")
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
@@ -207,8 +211,8 @@ def _fit(model, forward, kind: str, train: tuple, evaluate: dict, num_classes: i
     return ProbeResult(metrics=report("test"), curve=curve, train_rows=rows, val_metrics=report("val"), model=model)
 
 
-def _evaluation_sets(test, val, x_ndim: int, y_ndim: int) -> dict:
-    """{"test": (x, y), "val": (x, y) or None} as tensors, checked like the training set."""
+def _evaluation_sets(test, val, x_ndim: int, y_ndim: int, num_classes: int, ignore_index: int) -> dict:
+    """{"test": (x, y), "val": (x, y) or None} as tensors, checked before any training starts."""
     import torch
 
     sets = {}
@@ -220,6 +224,8 @@ def _evaluation_sets(test, val, x_ndim: int, y_ndim: int) -> dict:
                                                                                  y_ndim, torch.int64)
         if len(x) != len(y):
             raise ValueError(f"{split}_emb has {len(x)} rows but its labels have {len(y)}")
+        if (((y < 0) | (y >= num_classes)) & (y != ignore_index)).any():
+            raise ValueError(f"{split} labels must lie in [0, {num_classes}) or equal ignore_index {ignore_index}")
         sets[split] = (x, y)
     return sets
 
@@ -240,7 +246,7 @@ def train_linear_probe(train_emb, train_labels, test_emb, test_labels, num_class
     x = _tensor(train_emb, "train_emb", 2, torch.float32)
     y = _tensor(train_labels, "train_labels", 1, torch.int64)
     val = None if val_emb is None else (val_emb, val_labels)
-    evaluate = _evaluation_sets((test_emb, test_labels), val, 2, 1)
+    evaluate = _evaluation_sets((test_emb, test_labels), val, 2, 1, num_classes, config.ignore_index)
     with deterministic(config.seed):
         model = nn.Sequential(nn.BatchNorm1d(x.shape[1]), nn.Linear(x.shape[1], num_classes))
         return _fit(model, model, "classification", (x, y), evaluate, num_classes, config)
@@ -267,7 +273,7 @@ def train_segmentation_probe(train_emb, train_masks, test_emb, test_masks, patch
     x = _tensor(train_emb, "train_emb", 4, torch.float32)
     y = _tensor(train_masks, "train_masks", 3, torch.int64)
     val = None if val_emb is None else (val_emb, val_masks)
-    evaluate = _evaluation_sets((test_emb, test_masks), val, 4, 3)
+    evaluate = _evaluation_sets((test_emb, test_masks), val, 4, 3, num_classes, config.ignore_index)
     out_size = tuple(y.shape[-2:])
     for split, pair in evaluate.items():
         if pair is not None and (tuple(pair[1].shape[-2:]) != out_size or pair[0].shape[1:] != x.shape[1:]):
