@@ -232,12 +232,17 @@ def test_sample_eurosat_classes_partitions_and_places(sample_eurosat, world_and_
             assert nir[water] < nir[forest]
 
 
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
 def test_geobench_writer_reader_round_trip_and_same_bytes(sample_eurosat, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     for out in (first, second):
         out.mkdir()
         geobench.write(sample_eurosat, out)
-    digest = [{p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir())} for out in (first, second)]
+    digest = [_digests(out) for out in (first, second)]
     assert digest[0] == digest[1] and "band_stats.json" in digest[0]
     back = geobench.read(first)
     assert back.sample_ids == sample_eurosat.sample_ids and back.bands == sample_eurosat.bands
@@ -255,5 +260,215 @@ def test_sample_eurosat_is_deterministic(sample_eurosat, world_and_study, tiny_p
     again = sample_task(*world_and_study, tiny_params, 0, "eurosat")
     np.testing.assert_array_equal(again.images["s2"], sample_eurosat.images["s2"])
     np.testing.assert_array_equal(again.labels, sample_eurosat.labels)
-    other = sample_task(*world_and_study, tiny_params, 1, "eurosat")
-    assert not np.array_equal(other.centres, sample_eurosat.centres)
+    np.testing.assert_array_equal(again.centres, sample_eurosat.centres)
+
+
+# -- PASTIS, written by hand in the release's layout ----------------------------------------------------------
+def _write_pastis(root: Path, patches: dict[int, int], with_s1: bool = True) -> dict:
+    """PASTIS-R files for patches {ID_PATCH: Fold}: 3 (S2) / 2 (S1A) dates, 10 S2 bands, 4 x 4 pixels."""
+    rng = np.random.default_rng(1)
+    for folder in ("DATA_S2", "ANNOTATIONS") + (("DATA_S1A",) if with_s1 else ()):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    arrays, features = {}, []
+    for patch, fold in patches.items():
+        s2 = rng.integers(0, 5000, (3, 10, 4, 4)).astype(np.int16)
+        s1 = rng.normal(-12, 3, (2, 3, 4, 4)).astype(np.float32)
+        target = np.stack([rng.integers(0, 20, (4, 4)), rng.integers(0, 9, (4, 4)), np.zeros((4, 4))]).astype(np.uint8)
+        np.save(root / "DATA_S2" / f"S2_{patch}.npy", s2)
+        np.save(root / "ANNOTATIONS" / f"TARGET_{patch}.npy", target)
+        if with_s1:
+            np.save(root / "DATA_S1A" / f"S1A_{patch}.npy", s1)
+        arrays[patch] = (s2, s1, target)
+        x0, y0 = 700000.0 + 1280 * patch % 7, 6600000.0
+        features.append({"type": "Feature", "id": str(patch), "geometry": {"type": "Polygon", "coordinates": [[
+            [x0, y0], [x0 + 1280, y0], [x0 + 1280, y0 - 1280], [x0, y0 - 1280], [x0, y0]]]},
+            "properties": {"ID_PATCH": patch, "Fold": fold, "N_Parcel": 12, "Parcel_Cover": 0.8, "TILE": "t31tfm",
+                           "dates-S2": {"0": 20180924, "1": 20181009, "2": 20181014},
+                           "dates-S1A": {"0": 20181002, "1": 20181014}}})
+    (root / "metadata.geojson").write_text(json.dumps({"type": "FeatureCollection", "crs": {
+        "type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::2154"}}, "features": features}))
+    return arrays
+
+
+def test_real_pastis_layout_reads(tmp_path):
+    from terrapipe.data.tasks import pastis
+
+    arrays = _write_pastis(tmp_path, {20001: 5, 10001: 1, 30002: 4})
+    task = pastis.read(tmp_path)
+    assert task.sample_ids == ("10001", "20001", "30002") and task.partition.tolist() == ["train", "test", "valid"]
+    assert task.bands == {"s2": ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"),
+                          "s1": ("vv", "vh")}
+    s2, s1, target = arrays[20001]
+    image = task.images["s2"][1]                                              # [T, C, H, W]
+    np.testing.assert_array_equal(image[:, 3], s2[:, 6])                      # B08 is PASTIS's channel 6
+    np.testing.assert_array_equal(image[:, 4], s2[:, 3])                      # B05 its channel 3
+    np.testing.assert_array_equal(task.images["s1"][1], s1[:, :2])            # ratio channel dropped
+    expected = np.where(target[0] == 19, IGNORE_LABEL, target[0].astype(np.int64))
+    np.testing.assert_array_equal(task.labels[1], expected)
+    assert task.dates["s2"][1].tolist()[1] == datetime.date(2018, 10, 9) and task.folds.tolist() == [1, 5, 4]
+    lat, lon = task.centres[0]                                                # Lambert-93 -> somewhere in France
+    assert 42 < lat < 51 and -5 < lon < 9
+
+
+def test_pastis_folds_map_partitions_and_unused_folds_are_left_out(tmp_path):
+    from terrapipe.data.tasks import pastis
+
+    _write_pastis(tmp_path, {1: 1, 2: 2, 3: 3})
+    task = pastis.read(tmp_path, folds={"train": [1], "valid": [2], "test": [4]})
+    assert task.sample_ids == ("1", "2") and task.partition.tolist() == ["train", "valid"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: (root / "DATA_S2" / "S2_7.npy").unlink(), r"S2_7\.npy: missing \(patch 7 of metadata\.geojson\)"),
+    (lambda root: (root / "metadata.geojson").write_text("{}"), r"metadata\.geojson: not a GeoJSON FeatureCollection"),
+    (lambda root: np.save(root / "DATA_S2" / "S2_7.npy", np.zeros((2, 10, 4, 4), np.int16)),
+     r"S2_7\.npy: has shape \(2, 10, 4, 4\) but metadata\.geojson lists 3 dates"),
+    (lambda root: np.save(root / "ANNOTATIONS" / "TARGET_7.npy", np.array([object()])),
+     r"TARGET_7\.npy: not a readable \.npy array"),
+])
+def test_bad_pastis_layout_names_the_file(tmp_path, damage, message):
+    from terrapipe.data.tasks import pastis
+
+    _write_pastis(tmp_path, {7: 1})
+    damage(tmp_path)
+    with pytest.raises(InputDataError, match=message):
+        pastis.read(tmp_path)
+
+
+# -- MADOS, written by hand in the release's layout --------------------------------------------------------------
+MADOS_NM = (442, 492, 559, 665, 704, 739, 780, 833, 864, 1610, 2186)  # S2B's ACOLITE names
+
+
+def _write_mados(root: Path, crops: dict[str, str]) -> dict:
+    """MADOS crops {"Scene_<n>_<crop>": partition}: 10 m bands in 10/, 20 m in 20/ (half size), 60 m in 60/."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(2)
+    arrays = {}
+    coarse = {704: 20, 739: 20, 780: 20, 864: 20, 1610: 20, 2186: 20, 442: 60}
+    for crop in crops:
+        scene, index = crop.rsplit("_", 1)
+        bands = {}
+        for nm in MADOS_NM:
+            res = coarse.get(nm, 10)
+            size = 12 * 10 // res
+            data = rng.random((size, size)).astype(np.float32) * 0.1
+            folder = root / scene / str(res)
+            folder.mkdir(parents=True, exist_ok=True)
+            with rasterio.open(folder / f"{scene}_L2R_rhorc_{nm}_{index}.tif", "w", driver="GTiff", height=size,
+                               width=size, count=1, dtype="float32", crs="EPSG:32634",
+                               transform=from_origin(600000, 4200000, res, res)) as dst:
+                dst.write(data[None])
+            bands[nm] = data
+        mask = rng.integers(0, 16, (12, 12)).astype(np.uint8)
+        with rasterio.open(root / scene / "10" / f"{scene}_L2R_cl_{index}.tif", "w", driver="GTiff", height=12,
+                           width=12, count=1, dtype="uint8", crs="EPSG:32634",
+                           transform=from_origin(600000, 4200000, 10, 10)) as dst:
+            dst.write(mask[None])
+        arrays[crop] = (bands, mask)
+    (root / "splits").mkdir()
+    for partition, name in (("train", "train_X.txt"), ("valid", "val_X.txt"), ("test", "test_X.txt")):
+        (root / "splits" / name).write_text("".join(f"{c}\n" for c, p in crops.items() if p == partition))
+    return arrays
+
+
+def test_real_mados_layout_reads(tmp_path):
+    from terrapipe.data.tasks import mados
+
+    arrays = _write_mados(tmp_path, {"Scene_3_2": "train", "Scene_10_1": "test", "Scene_3_5": "valid"})
+    task = mados.read(tmp_path)
+    assert task.sample_ids == ("Scene_10_1", "Scene_3_2", "Scene_3_5")
+    assert task.partition.tolist() == ["test", "train", "valid"]
+    assert task.bands["s2"] == ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01")
+    bands, mask = arrays["Scene_3_2"]
+    image = task.images["s2"][1]                                              # [C, H, W] at 10 m
+    np.testing.assert_allclose(image[3], bands[833] * 1e4, rtol=1e-6)         # B08 <- 833 nm
+    np.testing.assert_allclose(image[7], np.repeat(np.repeat(bands[864], 2, 0), 2, 1) * 1e4, rtol=1e-6)  # 20 m
+    np.testing.assert_allclose(image[10], np.repeat(np.repeat(bands[442], 6, 0), 6, 1) * 1e4, rtol=1e-6)
+    np.testing.assert_array_equal(task.labels[1], np.where(mask == 0, IGNORE_LABEL, mask.astype(int) - 1))
+    assert task.class_names[4] == "Ship" and np.isnat(task.dates["s2"]).all()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: (root / "splits" / "val_X.txt").unlink(), r"val_X\.txt: missing\. Point tasks\.mados\.path"),
+    (lambda root: (root / "Scene_1" / "10" / "Scene_1_L2R_cl_0.tif").unlink(),
+     r"Scene_1_L2R_cl_0\.tif: missing \(crop Scene_1_0"),
+    (lambda root: (root / "Scene_1" / "20" / "Scene_1_L2R_rhorc_1610_0.tif").unlink(),
+     r"crop Scene_1_0 lacks bands \['B11'\]"),
+    (lambda root: (root / "splits" / "train_X.txt").write_text("scene one\n"), r"are not Scene_<n>_<crop>"),
+])
+def test_bad_mados_layout_names_the_file(tmp_path, damage, message):
+    from terrapipe.data.tasks import mados
+
+    _write_mados(tmp_path, {"Scene_0_0": "train", "Scene_1_0": "test"})
+    damage(tmp_path)
+    with pytest.raises(InputDataError, match=message):
+        mados.read(tmp_path)
+
+
+# -- sample tasks in the other formats: round trips, disjointness ------------------------------------------------
+@pytest.mark.parametrize("task, size", [("so2sat", 8), ("pastis", 8), ("mados", 12)])
+def test_sample_task_round_trip_and_disjointness(task, size, world_and_study, tiny_params, tmp_path):
+    import importlib
+
+    from terrapipe.data.tasks import FORMAT_OF
+    from terrapipe.sources.sample_tasks import sample_task
+
+    data = sample_task(*world_and_study, tiny_params, 0, task)
+    _check_disjoint(data, world_and_study[1], tiny_params, size)
+    module = importlib.import_module(f"terrapipe.data.tasks.{FORMAT_OF[task]}")
+    for out in (tmp_path / "a", tmp_path / "b"):
+        out.mkdir()
+        module.write(data, out)
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")             # same bytes twice
+    back = module.read(tmp_path / "a")
+    assert back.sample_ids == data.sample_ids and back.bands == data.bands and back.class_names == data.class_names
+    for key, image in data.images.items():
+        np.testing.assert_allclose(back.images[key], image, rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(back.labels, data.labels)
+    np.testing.assert_array_equal(back.partition, data.partition)
+    assert np.abs(back.centres - data.centres).max() < 0.001
+    if task == "so2sat":
+        assert data.bands == {"s2": ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12"),
+                              "s1": ("vv", "vh")}
+        assert len(set(data.labels.tolist())) >= 12
+    if task == "pastis":
+        assert data.images["s2"].shape[1:3] == (2, 10) and (data.labels > 0).mean() >= 0.3
+        np.testing.assert_array_equal(back.folds, data.folds)
+        np.testing.assert_array_equal(back.dates["s1"], data.dates["s1"])
+    if task == "mados":
+        assert (data.labels >= 0).mean() >= 0.5                               # mostly sea
+        np.testing.assert_array_equal(back.dates["s2"], data.dates["s2"])
+
+
+# -- the stage ------------------------------------------------------------------------------------------------------
+def _stage_main():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
+    try:
+        import fetch_tasks
+    finally:
+        sys.path.pop(0)
+    return fetch_tasks.main
+
+
+def test_fetch_tasks_stage_sample_and_local(tmp_path, monkeypatch, m_eurosat):
+    from terrapipe import paths
+
+    inputs = paths.INPUTS.resolve()
+    monkeypatch.chdir(tmp_path)
+    main = _stage_main()
+    params = types.SimpleNamespace(seed=0, tasks={**TINY, "eurosat": {"source": "local", "path": str(m_eurosat[0])}})
+    main(types.SimpleNamespace(params_obj=params, inputs=inputs, task="mados"))
+    out = tmp_path / "data" / "raw" / "tasks" / "mados"
+    assert (out / "splits" / "train_X.txt").is_file() and not list(out.parent.glob(".mados.tmp-*"))
+    main(types.SimpleNamespace(params_obj=params, inputs=inputs, task="eurosat"))
+    linked = tmp_path / "data" / "raw" / "tasks" / "eurosat"
+    assert sorted(p.name for p in linked.iterdir()) == sorted(p.name for p in m_eurosat[0].iterdir())
+    assert geobench.read(linked).sample_ids == ("id_0", "id_1", "id_2")
+    (m_eurosat[0] / "id_1.hdf5").unlink()
+    with pytest.raises(InputDataError, match=r"id_1\.hdf5: listed in default_partition\.json but missing"):
+        main(types.SimpleNamespace(params_obj=params, inputs=inputs, task="eurosat"))
+    assert geobench.read(linked).sample_ids == ("id_0", "id_1", "id_2")     # the previous output is left in place
+    with pytest.raises(ConfigError, match="unknown task 'landsat'"):
+        main(types.SimpleNamespace(params_obj=params, inputs=inputs, task="landsat"))

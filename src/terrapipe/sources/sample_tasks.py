@@ -18,8 +18,8 @@ lines 1-3 pixels wide: LINE_SHARE; Pasture and PermanentCrop, whose ~260 m parce
 PARCEL_SHARE).
 
 Selection: candidates are classified by the land use at their centre (cheap, one point each), then rendered
-in fixed batches of BATCH in candidate order, on a process pool, until every class has its share of
-``n_samples``; a rendered chip keeps its full-resolution label only if its class is still wanted. Everything is
+in fixed batches of BATCH in candidate order, on a process pool, until every (partition, class) has its share
+of ``n_samples`` (classes even, partitions by valid_share / test_share, PASTIS's by its folds); a rendered chip keeps its full-resolution label only if its class is still wanted. Everything is
 a function of (seed, task, candidate index), so the output is the same on any machine and any core count.
 """
 from __future__ import annotations
@@ -41,6 +41,7 @@ log = logging.getLogger("terrapipe")
 BATCH = 16                      # chips rendered per round (fixed: the output must not depend on the core count)
 RENDERS_PER_SAMPLE = 3          # a class whose chips keep failing is given up after this many renders per sample
 CANDIDATES_PER_SAMPLE = 60      # centre points drawn per wanted sample (most classes are rare somewhere)
+MIN_CANDIDATES = 6000           # at least (sea is ~1% of the AOIs)
 YEARS = (2018, 2019, 2020, 2021, 2022)
 EARTH_KM_PER_DEG = 111.32
 LINE_SHARE, PARCEL_SHARE, CHIP_SHARE = 0.03, 0.12, 0.3
@@ -224,18 +225,39 @@ def _too_close(lat: float, lon: float, chosen: list[tuple[float, float]], min_km
     return bool(nearest_site_km(np.array([lat]), np.array([lon]), taken[:, 0], taken[:, 1])[0] < min_km)
 
 
+def partition_shares(tp: TasksParams, task: str) -> np.ndarray:
+    """Share of the samples each partition (PARTITIONS order) gets: the params' shares, PASTIS's by folds."""
+    if task == "pastis":
+        counts = np.array([len(tp.pastis.folds[p]) for p in PARTITIONS], float)
+        return counts / counts.sum()
+    return np.array([1 - tp.valid_share - tp.test_share, tp.valid_share, tp.test_share])
+
+
+def quotas(n_samples: int, n_classes: int, shares: np.ndarray) -> np.ndarray:
+    """Samples wanted per (partition, class) [3, n_classes]: classes as even as possible, each class split over
+    the partitions by ``shares`` (largest remainders, ties to the earlier partition)."""
+    per_class = np.full(n_classes, n_samples // n_classes)
+    per_class[: n_samples % n_classes] += 1
+    exact = shares[:, None] * per_class[None, :]                                 # [3, n_classes]
+    out = np.floor(exact).astype(np.int64)
+    for c in range(n_classes):
+        order = np.argsort(-(exact[:, c] - out[:, c]), kind="stable")
+        out[order[: per_class[c] - out[:, c].sum()], c] += 1
+    return out
+
+
 def select_chips(world, study, tp: TasksParams, seed: int, task: str, pool=None) -> tuple[Candidates, list[int], list]:
-    """Render candidates in batches until each class has its share; (candidates, chosen indices, their chips+labels)."""
+    """Render candidates in batches until each (partition, class) has its quota; (candidates, chosen indices in
+    candidate order, their (chip, label))."""
     from terrapipe.errors import InputDataError
 
     kind, source = _kinds()[task], tp.task(task)
     months = tp.pastis.months if task == "pastis" else 1
     n_classes = 1 if kind.segmentation else len(kind.class_names)
-    quota = np.full(n_classes, source.n_samples // n_classes)
-    quota[: source.n_samples % n_classes] += 1
-    cands = candidates(world, study, tp, seed, task, source.n_samples * CANDIDATES_PER_SAMPLE)
+    quota = quotas(source.n_samples, n_classes, partition_shares(tp, task))      # [3, n_classes]
+    cands = candidates(world, study, tp, seed, task, max(source.n_samples * CANDIDATES_PER_SAMPLE, MIN_CANDIDATES))
     spacing_km = source.chip_size * PIXEL_M * np.sqrt(2) / 1000                # chips never overlap
-    accepted, rendered = np.zeros(n_classes, np.int64), np.zeros(n_classes, np.int64)
+    accepted, rendered = np.zeros_like(quota), np.zeros_like(quota)
     chosen, results, where = [], [], []
     queue = list(range(len(cands.lat)))
     mapper = pool.map if pool is not None else map
@@ -243,20 +265,20 @@ def select_chips(world, study, tp: TasksParams, seed: int, task: str, pool=None)
         need = np.where(rendered < RENDERS_PER_SAMPLE * quota, quota - accepted, 0)
         if not need.any():
             break
-        batch, taken = [], np.zeros(n_classes, np.int64)
+        batch, taken = [], np.zeros_like(quota)
         while queue and len(batch) < BATCH:
             i = queue.pop(0)
-            c = cands.wanted[i]
-            if taken[c] < 2 * need[c]:  # a class no longer wanted (or given up) is not rendered
+            slot = cands.partition[i], cands.wanted[i]
+            if taken[slot] < 2 * need[slot]:  # a slot no longer wanted (or given up) is not rendered
                 batch.append(i)
-                taken[c] += 1
+                taken[slot] += 1
         rendered += taken
         jobs = [(world, seed, task, i, float(cands.lat[i]), float(cands.lon[i]), int(cands.year[i]),
                  int(cands.month[i]), source.chip_size, months, kind.s2_bands, kind.with_s1) for i in batch]
         for i, chip in zip(batch, mapper(render_chip, jobs)):
             label = (pixel_labels(task, chip["codes"]) if kind.segmentation
                      else chip_label(task, chip["codes"], int(cands.wanted[i])))
-            slot = 0 if kind.segmentation else label
+            slot = cands.partition[i], cands.wanted[i]
             if label is None or (not kind.segmentation and label == IGNORE_LABEL) or accepted[slot] >= quota[slot]:
                 continue
             if _too_close(cands.lat[i], cands.lon[i], where, spacing_km):
@@ -268,8 +290,8 @@ def select_chips(world, study, tp: TasksParams, seed: int, task: str, pool=None)
     if not chosen:
         raise InputDataError(f"tasks.{task}", "the sample world gave no chip of any class in the study's AOIs",
                              "Widen the AOIs in data/inputs/aois.csv or lower tasks.min_site_distance_km")
-    short = {kind.class_names[c] if not kind.segmentation else "patch": int(quota[c] - accepted[c])
-             for c in range(n_classes) if accepted[c] < quota[c]}
+    short = {f"{PARTITIONS[p]}/{kind.class_names[c] if not kind.segmentation else 'patch'}": int(quota[p, c] - accepted[p, c])
+             for p, c in zip(*np.nonzero(accepted < quota))}
     if short:
         log.warning("sample-%s: the sample world gave fewer chips than asked for: %s missing", task, short)
     log.info("sample-%s: %d chips kept of %d rendered", task, len(chosen), int(rendered.sum()))
@@ -293,21 +315,26 @@ def sample_task(world, study, tp: TasksParams, seed: int, task: str, pool=None) 
         name=kind.name, kind="segmentation" if kind.segmentation else "classification", class_names=kind.class_names,
         images=images, bands=bands, labels=np.stack([np.asarray(label, np.int64) for _, label in chips]),
         partition=np.array([PARTITIONS[p] for p in cands.partition[chosen]]),
-        sample_ids=tuple(f"{task}_{i:05d}" for i in range(len(chosen))), dates=dates,
-        centres=np.stack([cands.lat[chosen], cands.lon[chosen]], axis=1))
+        sample_ids=tuple(sample_id(task, i) for i in range(len(chosen))), dates=dates,
+        centres=np.stack([cands.lat[chosen], cands.lon[chosen]], axis=1), folds=cands.fold[chosen] if series else None)
+
+
+def sample_id(task: str, index: int) -> str:
+    """The ``index``-th sample's name, as the task's format names samples."""
+    from terrapipe.data.tasks import mados, pastis
+
+    return {"pastis": pastis.sample_id, "mados": mados.sample_id}.get(task, lambda i: f"{task}_{i:05d}")(index)
 
 
 def fetch_sample_task(params, study, task: str, out_dir: Path, pool=None) -> TaskData:
     """Generate task ``task`` from the sample world into ``out_dir`` in its real benchmark's format."""
+    import importlib
+
     from terrapipe.data.tasks import FORMAT_OF, tasks_params
     from terrapipe.sources.world import World
 
     tp = tasks_params(params)
     data = sample_task(World(params.seed), study, tp, params.seed, task, pool)
-    writer = {"geobench": "terrapipe.data.tasks.geobench", "pastis": "terrapipe.data.tasks.pastis",
-              "mados": "terrapipe.data.tasks.mados"}[FORMAT_OF[task]]
-    import importlib
-
-    importlib.import_module(writer).write(data, out_dir)
+    importlib.import_module(f"terrapipe.data.tasks.{FORMAT_OF[task]}").write(data, out_dir)
     return data
 

@@ -38,6 +38,7 @@ class TaskData:
     partition: str [N], one of PARTITIONS.
     dates: modality key -> datetime64[D] [N, T] (T = 1 without a time axis; NaT pads a short series).
     centres: float64 [N, 2] (latitude, longitude) of each sample's centre, None where the format has no place.
+    folds: int [N], PASTIS's cross-validation fold (1..5) of each patch; None for the other formats.
     """
     name: str
     kind: Literal["classification", "segmentation"]
@@ -49,6 +50,7 @@ class TaskData:
     sample_ids: tuple[str, ...]
     dates: dict[str, np.ndarray] = field(default_factory=dict)
     centres: np.ndarray | None = None
+    folds: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.sample_ids)
@@ -76,7 +78,8 @@ class TaskData:
         return TaskData(self.name, self.kind, self.class_names, {k: v[rows] for k, v in self.images.items()},
                         self.bands, self.labels[rows], self.partition[rows],
                         tuple(self.sample_ids[i] for i in rows), {k: v[rows] for k, v in self.dates.items()},
-                        None if self.centres is None else self.centres[rows])
+                        None if self.centres is None else self.centres[rows],
+                        None if self.folds is None else self.folds[rows])
 
 
 # -- params -------------------------------------------------------------------------------------------
@@ -172,5 +175,41 @@ def read_task(task: str, root: str | Path, params: TasksParams | None = None) ->
     """Task ``task`` (one of TASKS) from a folder in its real benchmark's layout (sample or real)."""
     module = _format_module(task)
     if task == "pastis":
-        return module.read_pastis(Path(root), folds=(params or TasksParams()).pastis.folds)
+        return module.read(Path(root), folds=(params or TasksParams()).pastis.folds)
     return module.read(Path(root))
+
+
+# -- fetching -----------------------------------------------------------------------------------------------
+def fetch_task(params, inputs_dir: str | Path, task: str, out_dir: Path) -> None:
+    """Fill ``out_dir`` with task ``task``: generated from the sample world (source: sample), or the real
+    benchmark's folder (source: local) checked against its layout and hard-linked (copied across disks)."""
+    source = tasks_params(params).task(task)
+    if source.source == "local":
+        root = Path(source.path).expanduser()
+        check_layout(task, root)
+        link_tree(root, out_dir)
+        return
+    from terrapipe.parallel import process_pool
+    from terrapipe.sources.sample_tasks import fetch_sample_task
+    from terrapipe.study import load_study
+
+    study = load_study(inputs_dir)                       # every candidate site: the tasks keep away from all
+    with process_pool() as pool:
+        fetch_sample_task(params, study, task, out_dir, pool)
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Every file under ``source`` at the same place under ``target``: a hard link (no copy, and the real
+    benchmark stays read-only to the pipeline's eyes), a copy where linking fails (another filesystem)."""
+    import os
+    import shutil
+
+    for path in sorted(source.rglob("*")):
+        if path.is_dir() or path.name.startswith("."):
+            continue
+        dest = target / path.relative_to(source)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path.resolve(), dest)
+        except OSError:
+            shutil.copy2(path, dest)

@@ -247,7 +247,7 @@ def read(root: Path, name: str | None = None) -> TaskData:
     samples = sorted(((part, s) for part in PARTITIONS for s in partition[part]), key=lambda ps: ps[1])
     stacks: dict[str, list[np.ndarray]] = {}             # modality -> per sample [C, H, W]
     labels, dates, centres, kept = [], {}, [], None
-    for part, sample in samples:
+    for _, sample in samples:
         path = root / f"{sample}{SAMPLE_SUFFIX}"
         bands, label, attrs = read_sample(path)
         present = {registry_band(n): n for n in bands if registry_band(n)}  # (modality, band) -> dataset name
@@ -255,10 +255,13 @@ def read(root: Path, name: str | None = None) -> TaskData:
             found: dict[str, set[str]] = {}
             for mod, band in present:
                 found.setdefault(mod, set()).add(band)
-            kept = {mod: _registry_order(mod, bands_found) for mod, bands_found in sorted(found.items())}
+            kept = {mod: _registry_order(mod, found[mod]) for mod in ("s2", "s1") if mod in found}
             dropped = sorted(n for n in bands if registry_band(n) is None)
             if dropped:
                 log.info("%s: bands %s are not in the modality registry; dropped", root, dropped)
+        if not kept:
+            raise InputDataError(path, f"none of its bands {sorted(bands)} is a Sentinel-2 or Sentinel-1 band of the "
+                                 "modality registry", _LAYOUT_FIX)
         for mod, order in kept.items():
             missing = [b for b in order if (mod, b) not in present]
             if missing:
