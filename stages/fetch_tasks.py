@@ -20,7 +20,7 @@ def main(args):
     from terrapipe.data.tasks import fetch_task, tasks_params
 
     tasks_params(args.params_obj).task(args.task)  # an unknown task or bad params fail before any work
-    with atomic_path(paths.raw("tasks") / args.task, directory=True) as tmp:
+    with atomic_path(paths.task_dir(args.task), directory=True) as tmp:
         fetch_task(args.params_obj, args.inputs, args.task, tmp)
 
 

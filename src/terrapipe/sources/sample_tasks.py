@@ -24,6 +24,7 @@ a function of (seed, task, candidate index), so the output is the same on any ma
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,7 @@ class TaskKind:
                                       # (PASTIS: crops, not background)
 
 
+@functools.cache
 def _kinds() -> dict[str, TaskKind]:
     from terrapipe.data.tasks import mados, pastis
 

@@ -167,7 +167,7 @@ def read_task_specs(root: Path):
     return safe_loads(path.read_bytes(), path, "the task specification")
 
 
-def class_names(specs) -> tuple[str, ...]:
+def class_names(specs, path: Path) -> tuple[str, ...]:
     """Class names from the task specification's label type (n_classes of them; generic names if unnamed)."""
     label_type = _field(specs, "label_type")
     names = _field(label_type, "class_names") if label_type is not None else None
@@ -175,7 +175,7 @@ def class_names(specs) -> tuple[str, ...]:
         return tuple(str(n) for n in names)
     n_classes = _field(label_type, "n_classes") if label_type is not None else None
     if not n_classes:
-        raise InputDataError(TASK_SPECS, "the task specification has no label_type with class_names or n_classes",
+        raise InputDataError(path, "the task specification has no label_type with class_names or n_classes",
                              "Restore the task's task_specs.pkl")
     return tuple(f"class_{i}" for i in range(int(n_classes)))
 
@@ -242,7 +242,7 @@ def read(root: Path, name: str | None = None) -> TaskData:
     """A GEO-Bench classification task folder as TaskData (images [N, C, H, W], registry band order)."""
     check_layout(root)
     specs = read_task_specs(root)
-    names = class_names(specs)
+    names = class_names(specs, root / TASK_SPECS)
     partition = read_partition(root)
     samples = sorted(((part, s) for part in PARTITIONS for s in partition[part]), key=lambda ps: ps[1])
     stacks: dict[str, list[np.ndarray]] = {}             # modality -> per sample [C, H, W]
