@@ -11,6 +11,7 @@ from terrapipe.stage import run_stage
 def main(args) -> None:
     from terrapipe.atomic import write_json
     from terrapipe.config import check_params_file
+    from terrapipe.data.tasks import tasks_params
     from terrapipe.train.alphaearth import earth4d_params
     from terrapipe.train.deepearth import deepearth_params
     from terrapipe.train.experiments import load_pretrain, resolved_document
@@ -21,6 +22,7 @@ def main(args) -> None:
     # the sections the model code validates (unknown keys stop the run here, not when that stage runs)
     resolved["earth4d"] = earth4d_params(args.params_obj).model_dump(mode="json")
     resolved["deepearth"] = deepearth_params(args.params_obj).model_dump(mode="json")
+    resolved["tasks"] = tasks_params(args.params_obj).model_dump(mode="json")
     write_json(paths.PARAMS_CHECK, resolved)
 
 

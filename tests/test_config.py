@@ -8,6 +8,7 @@ from conftest import REPO, deep_update
 from terrapipe.config import Params, check_params_file, load_params, parse_params
 from terrapipe.errors import ConfigError
 from terrapipe.modalities import S2
+from terrapipe.paths import TASKS
 
 
 def _error(raw: dict) -> str:
@@ -19,11 +20,13 @@ def _error(raw: dict) -> str:
 def test_shipped_params_are_the_documented_defaults():
     # pretrain holds the experiments (no defaults in code; terrapipe.train.experiments validates it); the
     # earth4d and deepearth sections spell out the defaults of their model code's configs
+    from terrapipe.data.tasks import TasksParams, tasks_params
     from terrapipe.train.alphaearth import Earth4DExperimentParams, earth4d_params
     from terrapipe.train.deepearth import DeepEarthParams, deepearth_params
 
     params = load_params(REPO / "params.yaml")
-    assert params.model_copy(update={"pretrain": {}, "earth4d": {}, "deepearth": {}}) == Params()
+    assert params.model_copy(update={"pretrain": {}, "earth4d": {}, "deepearth": {}, "tasks": {}}) == Params()
+    assert tasks_params(params) == TasksParams()
     assert earth4d_params(params) == Earth4DExperimentParams()
     assert deepearth_params(params) == DeepEarthParams()
 
@@ -107,8 +110,9 @@ def test_repo_params_pass_check_params_file():
     assert set(resolved.pop("pretrain")) == {"run", "base", "experiments"}
     assert set(resolved.pop("deepearth")) == {"store", "classifier", "autoencoder"}
     resolved.pop("earth4d")  # validated by its model code (test_shipped_params_are_the_documented_defaults)
+    assert set(resolved.pop("tasks")) >= set(TASKS)
     expected = json.loads(json.dumps(Params().model_dump(mode="json")))
-    for section in ("pretrain", "earth4d", "deepearth"):
+    for section in ("pretrain", "earth4d", "deepearth", "tasks"):
         expected.pop(section)
     assert resolved == expected
     assert resolved["normalize"]["alphaearth"]["min_elevation_m"] == -500.0

@@ -22,6 +22,8 @@ def expected_out(name: str) -> str:
     kind, _, item = name.replace("@", "_").partition("_")
     if name == "embedding_store":
         return str(paths.EMBEDDING_STORE)
+    if name.startswith("fetch_tasks@"):
+        return str(paths.task_dir(name.partition("@")[2]))
     if name == "check_params":
         return str(paths.PARAMS_CHECK)
     if name == "validate":
@@ -34,9 +36,12 @@ def expected_out(name: str) -> str:
 
 
 def test_dvc_yaml_declares_the_stages_of_terrapipe_paths_in_order(stages):
-    """pretrain is a foreach over params pretrain.run: one name in paths.STAGES, pretrain@KEY in DVC."""
-    names = list(dict.fromkeys(n.partition("@")[0] if n.startswith("pretrain@") else n for n in stages))
+    """pretrain (over params pretrain.run) and fetch_tasks (over paths.TASKS) are foreach stages: one name in
+    paths.STAGES, NAME@ITEM in DVC."""
+    names = list(dict.fromkeys(n.partition("@")[0] if n.startswith(("pretrain@", "fetch_tasks@")) else n
+                               for n in stages))
     assert names == list(paths.STAGES)
+    assert [n.partition("@")[2] for n in stages if n.startswith("fetch_tasks@")] == list(paths.TASKS)
     for name, stage in stages.items():
         outs = [out.def_path for out in stage.outs]
         if name in FAMILY_DIRS:  # every out, metric and plot inside the family's folder; metrics.json among them

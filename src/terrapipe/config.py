@@ -254,6 +254,8 @@ class Params(_Section):
                                         "do not depend on the model code")
     earth4d: dict = Field({}, description="validated by terrapipe.train.alphaearth.earth4d_params (the Earth4D -> "
                                        "AlphaEarth experiment; check_params and its stage)")
+    tasks: dict = Field({}, description="validated by terrapipe.data.tasks.tasks_params (the downstream task data "
+                                     "sets of the fetch_tasks stages; check_params too)")
     deepearth: dict = Field({}, description="validated by terrapipe.train.deepearth.deepearth_params (the DeepEarth "
                                          "classifiers and the cross-modal autoencoder; check_params and their stages)")
 

@@ -22,6 +22,7 @@ VALIDATION_GROUPS = ("imagery", "points")  # sections of the validate report: se
 # The pipeline's stages in dvc.yaml's order (foreach stages as DVC names them: split@deepearth).
 STAGES = ("check_params",
           *(f"fetch_{d}" for d in DATASETS),
+          "fetch_tasks",               # foreach over the downstream tasks: fetch_tasks@<task>
           "split_sites",
           *(f"normalize_{d}" for d in DATASETS),
           "split@deepearth", "split@alphaearth",
@@ -36,6 +37,14 @@ STAGES = ("check_params",
 def raw(dataset: str) -> Path:
     """The raw folder of one dataset: what its fetch stage writes."""
     return RAW / dataset
+
+
+TASKS = ("eurosat", "so2sat", "pastis", "mados")  # downstream tasks (terrapipe.data.tasks; dvc.yaml's foreach)
+
+
+def task_dir(task: str) -> Path:
+    """fetch_tasks@<task>: the task in its real benchmark's on-disk layout."""
+    return RAW / "tasks" / task
 
 
 def processed(dataset: str) -> Path:
