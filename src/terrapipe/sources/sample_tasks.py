@@ -35,6 +35,7 @@ from terrapipe.data.tasks import IGNORE_LABEL, PARTITIONS, TaskData, TasksParams
 from terrapipe.grid import PIXEL_M, site_grid
 from terrapipe.modalities import S1, S2
 from terrapipe.sources import landscape as ls
+from terrapipe.sources import streams as det
 from terrapipe.sources.streams import rng as stream
 
 log = logging.getLogger("terrapipe")
@@ -128,12 +129,13 @@ class Candidates:
 
 
 def nearest_site_km(lat: np.ndarray, lon: np.ndarray, site_lat: np.ndarray, site_lon: np.ndarray) -> np.ndarray:
-    """Great-circle distance (km) from each point to its nearest site (chunked: points x sites at once)."""
+    """Great-circle distance (km) from each point to its nearest site (chunked: points x sites at once; the
+    repository's bitwise-portable sin/cos, so a threshold decides the same on every machine)."""
     out = np.empty(len(lat))
     phi_s, lam_s = np.radians(site_lat), np.radians(site_lon)
     for start in range(0, len(lat), 2048):
         phi, lam = np.radians(lat[start:start + 2048])[:, None], np.radians(lon[start:start + 2048])[:, None]
-        h = np.sin((phi - phi_s) / 2) ** 2 + np.cos(phi) * np.cos(phi_s) * np.sin((lam - lam_s) / 2) ** 2
+        h = det.sin((phi - phi_s) / 2) ** 2 + det.cos(phi) * det.cos(phi_s) * det.sin((lam - lam_s) / 2) ** 2
         out[start:start + 2048] = (2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(h, 0, 1)))).min(axis=1)
     return out
 
@@ -143,7 +145,7 @@ def blocks(lat: np.ndarray, lon: np.ndarray, block_km: float, half_km: float):
     block_deg = block_km / EARTH_KM_PER_DEG
     fy, fx = lat / block_deg, lon / block_deg
     row, col = np.floor(fy).astype(np.int64), np.floor(fx).astype(np.int64)
-    km_per_deg_lon = EARTH_KM_PER_DEG * np.cos(np.radians(lat))
+    km_per_deg_lon = EARTH_KM_PER_DEG * det.cos(np.radians(lat))
     margin_y = half_km / block_km
     margin_x = half_km / (block_deg * km_per_deg_lon)
     inside = ((fy - row > margin_y) & (1 - (fy - row) > margin_y) & (fx - col > margin_x) & (1 - (fx - col) > margin_x))
