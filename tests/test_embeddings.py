@@ -23,8 +23,8 @@ from terrapipe.modalities import modality
 from terrapipe.models.latent_mim import Encoded, LatentMIM
 from terrapipe.train.experiments import ExperimentConfig, PretrainParams, resolve, resolved_document
 
-TINY = {"model": {"size": "pico"}, "sampling": {"patch_sizes": [4], "hw_tokens": [2], "token_budget": 96},
-        "train": {"steps": 2, "global_batch": 4, "microbatch": 2, "checkpoint_every": 2, "seed": 5},
+TINY = {"model": {"size": "pico", "base_patch_size": 4}, "sampling": {"patch_sizes": [4], "hw_tokens": [2], "token_budget": 96},
+        "train": {"steps": 2, "global_batch": 2, "microbatch": 2, "checkpoint_every": 2, "seed": 5},
         "optim": {"warmup_steps": 1}, "tracking": {"wandb": "disabled"},
         "masking": {"kind": "random"}, "losses": {"patch": {"kind": "patch_discrimination"}}}
 # raw-unit statistics per band (S2 reflectance x 10000, S1 dB); B09 has none (never valid in pretraining)
@@ -39,9 +39,12 @@ def stats_document(key: str, no_stats: tuple[str, ...] = ()) -> dict:
     return stats_to_json(order, {"mean": mean, "std": std, "count": np.full(len(order), 100)}, std_multiplier=2.0)
 
 
-def tiny_store(n: int = 8, chip: int = 16, months: int = 4) -> dict:
+def tiny_store(n: int = 4, chip: int = 8, months: int = 3) -> dict:
+    """Normalized store arrays (N, H, W, T, C) for two training steps."""
     rng = np.random.default_rng(0)
-    series = lambda c: rng.normal(0.5, 0.15, (n, chip, chip, months, c)).astype(np.float32)   # noqa: E731
+
+    def series(channels: int) -> np.ndarray:
+        return rng.normal(0.5, 0.15, (n, chip, chip, months, channels)).astype(np.float32)
     return {"s2": series(12), "s1": series(2), "landsat": series(11),
             "worldcover": rng.normal(0.5, 0.2, (n, chip, chip, 1, 1)).astype(np.float32),
             "srtm": rng.normal(0.4, 0.01, (n, chip, chip, 1, 1)).astype(np.float32),
@@ -210,6 +213,42 @@ def test_pooling_by_hand_with_a_fake_encoder_and_the_checkpoint_stats(handle):
         std_multiplier=2.0)}}
     shifted = extract(dataclasses.replace(fake, normalization=other), task, "classification", patch_size=4)
     assert not np.allclose(shifted, cls)                          # other statistics, other embeddings
+
+
+def test_time_series_mean_skips_lost_steps_and_months_come_from_the_first_dated_modality(handle):
+    seen = []
+
+    class Recording(GroupMeanEncoder):
+        def forward(self, batch, masks):
+            seen.append(batch.timestamps.clone())
+            return super().forward(batch, masks)
+
+    fake = EncoderHandle(Recording(handle.config), handle.config, handle.band_order, handle.normalization, "rec")
+    task = make_task(n=1, size=4, steps=3)
+    s2 = task.images["s2"].copy()
+    s2[0, 1] = np.nan                                              # step 1 of S2 lost to clouds
+    dates = {"s2": np.array([["2024-03-05", "NaT", "NaT"]], "datetime64[D]"),
+             "s1": np.array([["2024-03-07", "2024-05-02", "NaT"]], "datetime64[D]")}
+    task = dataclasses.replace(replace_images(task, s2=s2), dates=dates)
+    seg = extract(fake, task, "segmentation", patch_size=4)
+    x2 = [normalized(task.images["s2"][0, t], "s2") for t in (0, 2)]
+    x1 = [normalized(task.images["s1"][0, t], "s1").mean() for t in range(3)]
+    groups = handle.config.groups("s2").indices[:2]                  # B09 has no stats: the 60 m group is missing
+    s2_mean = np.mean([x[list(g)].mean() for x in x2 for g in groups])
+    np.testing.assert_allclose(seg[0, 0, 0, 0], (s2_mean + np.mean(x1)) / 2, rtol=1e-5)
+    np.testing.assert_array_equal(seen[0][0].numpy(), [[5, 3, 2024], [2, 5, 2024], [1, 7, 2020]])
+
+
+def test_merged_bandsets_pool_over_the_merged_tokens(handle):
+    merged = ExperimentConfig.model_validate({**TINY, "model": {**TINY["model"], "merge": {"enabled": True}}})
+    encoder = random_encoder_like(dataclasses.replace(handle, config=merged), seed=0)
+    both = make_task(n=2, size=8)
+    s1 = both.images["s1"].copy()
+    s1[0] = np.nan
+    a = extract(encoder, replace_images(both, s1=s1), "segmentation")
+    b = extract(encoder, replace_images(both, s1=None), "segmentation")
+    assert a.shape == (2, 2, 2, 64)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)
 
 
 class Counting(torch.nn.Module):

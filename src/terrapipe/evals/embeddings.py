@@ -226,11 +226,12 @@ def _stats(handle: EncoderHandle, key: str) -> tuple[np.ndarray, np.ndarray, flo
     if document is None:
         raise InputDataError(f"encoder {handle.identity[:12]}", f"has no normalization statistics for {key}",
                              "Re-train it with the current code (`dvc repro pretrain@KEY`)")
-    bands = document["bands"]
-    value = lambda b, f: np.nan if bands.get(b, {}).get(f) is None else bands[b][f]   # noqa: E731
-    order = handle.band_order[key]
-    return (np.array([value(b, "mean") for b in order], np.float64),
-            np.array([value(b, "std") for b in order], np.float64), float(document["std_multiplier"]))
+    bands, order = document["bands"], handle.band_order[key]
+
+    def column(name: str) -> np.ndarray:   # JSON null (a band without valid values) -> NaN
+        values = [bands.get(b, {}).get(name) for b in order]
+        return np.array([np.nan if v is None else v for v in values], np.float64)
+    return column("mean"), column("std"), float(document["std_multiplier"])
 
 
 def _timestamps(task: TaskData, keys: tuple[str, ...], rows: np.ndarray, steps: int) -> np.ndarray:
