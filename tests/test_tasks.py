@@ -254,13 +254,15 @@ def test_geobench_writer_reader_round_trip_and_same_bytes(sample_eurosat, tmp_pa
     assert back.class_names == sample_eurosat.class_names
 
 
-def test_sample_eurosat_is_deterministic(sample_eurosat, world_and_study, tiny_params):
+def test_sample_task_is_deterministic(world_and_study, tiny_params):
     from terrapipe.sources.sample_tasks import sample_task
 
-    again = sample_task(*world_and_study, tiny_params, 0, "eurosat")
-    np.testing.assert_array_equal(again.images["s2"], sample_eurosat.images["s2"])
-    np.testing.assert_array_equal(again.labels, sample_eurosat.labels)
-    np.testing.assert_array_equal(again.centres, sample_eurosat.centres)
+    first, again = (sample_task(*world_and_study, tiny_params, 0, "pastis") for _ in range(2))
+    for key, image in first.images.items():
+        np.testing.assert_array_equal(again.images[key], image)
+    for field in ("labels", "centres", "folds", "partition"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(first, field))
+    assert again.sample_ids == first.sample_ids
 
 
 # -- PASTIS, written by hand in the release's layout ----------------------------------------------------------

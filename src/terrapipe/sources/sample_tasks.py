@@ -43,7 +43,7 @@ log = logging.getLogger("terrapipe")
 BATCH = 16                      # chips rendered per round (fixed: the output must not depend on the core count)
 RENDERS_PER_SAMPLE = 3          # a class whose chips keep failing is given up after this many renders per sample
 CANDIDATES_PER_SAMPLE = 60      # centre points drawn per wanted sample (most classes are rare somewhere)
-MIN_CANDIDATES = 6000           # at least (sea is ~1% of the AOIs)
+SEA_CANDIDATES_PER_SAMPLE = 600  # MADOS: sea is ~1% of the AOIs
 YEARS = (2018, 2019, 2020, 2021, 2022)
 EARTH_KM_PER_DEG = 111.32
 LINE_SHARE, PARCEL_SHARE, CHIP_SHARE = 0.03, 0.12, 0.3
@@ -259,7 +259,8 @@ def select_chips(world, study, tp: TasksParams, seed: int, task: str, pool=None)
     months = tp.pastis.months if task == "pastis" else 1
     n_classes = 1 if kind.segmentation else len(kind.class_names)
     quota = quotas(source.n_samples, n_classes, partition_shares(tp, task))      # [3, n_classes]
-    cands = candidates(world, study, tp, seed, task, max(source.n_samples * CANDIDATES_PER_SAMPLE, MIN_CANDIDATES))
+    cands = candidates(world, study, tp, seed, task, source.n_samples * (
+        SEA_CANDIDATES_PER_SAMPLE if task == "mados" else CANDIDATES_PER_SAMPLE))
     spacing_km = source.chip_size * PIXEL_M * np.sqrt(2) / 1000                # chips never overlap
     accepted, rendered = np.zeros_like(quota), np.zeros_like(quota)
     chosen, results, where = [], [], []

@@ -21,9 +21,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from terrapipe.paths import TASKS
+
 IGNORE_LABEL = -1                 # a pixel (or sample) without a label: losses and metrics skip it
 PARTITIONS = ("train", "valid", "test")  # GEO-Bench's names; PASTIS folds and MADOS split files map onto them
-TASKS = ("eurosat", "so2sat", "pastis", "mados")
 FORMAT_OF = {"eurosat": "geobench", "so2sat": "geobench", "pastis": "pastis", "mados": "mados"}
 
 
