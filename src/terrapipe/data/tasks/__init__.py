@@ -162,9 +162,10 @@ def tasks_params(params) -> TasksParams:
 
 # -- reading ------------------------------------------------------------------------------------------
 def _format_module(task: str):
-    import importlib
+    """The reader/writer module of ``task``'s format (imported here by name, so dvc.yaml's deps see them)."""
+    from terrapipe.data.tasks import geobench, mados, pastis
 
-    return importlib.import_module(f"terrapipe.data.tasks.{FORMAT_OF[task]}")
+    return {"geobench": geobench, "mados": mados, "pastis": pastis}[FORMAT_OF[task]]
 
 
 def check_layout(task: str, root: str | Path) -> None:
