@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from terrapipe.errors import ConfigError, InputDataError
+from terrapipe.sources.transfer import file_digest as sha256
 
 log = logging.getLogger("terrapipe")
 
@@ -95,14 +96,6 @@ class EmbeddingBatch:
 
 
 # ---------------------------------------------------------------------------------------------- build
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _read_parquet(path: Path, columns, fix: str):
     """``columns`` of a parquet file as a DataFrame, or an InputDataError naming the file and column."""

@@ -37,6 +37,7 @@ import numpy as np
 
 from terrapipe.data.normalize import MISSING_VALUE, normalize
 from terrapipe.errors import ConfigError, InputDataError
+from terrapipe.sources.transfer import file_digest
 
 if TYPE_CHECKING:
     import torch
@@ -84,14 +85,6 @@ class EncoderHandle:
     normalization: Mapping[str, Mapping]
     identity: str
     device: str = "cpu"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _experiment_config(path: Path, document: dict) -> ExperimentConfig:
@@ -150,7 +143,7 @@ def load_encoder(checkpoint_path: str | Path, device: str = "cpu") -> EncoderHan
                              retrain) from None
     encoder.requires_grad_(False)
     band_order = {k: tuple(v) for k, v in state["band_order"].items()}
-    return EncoderHandle(encoder.to(device).eval(), config, band_order, state["normalization"], _sha256(path),
+    return EncoderHandle(encoder.to(device).eval(), config, band_order, state["normalization"], file_digest(path),
                          device)
 
 
