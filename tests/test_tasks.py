@@ -173,12 +173,21 @@ def test_tasks_params_unknown_key_names_the_dotted_path():
 
 # -- the sample tasks -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def world_and_study():
-    from terrapipe import paths
+def inputs(tmp_path_factory):
+    """The default study definition (a fresh clone has no data/inputs before `dvc pull`)."""
+    from terrapipe.study import write_default_inputs
+
+    folder = tmp_path_factory.mktemp("tasks-inputs") / "inputs"
+    write_default_inputs(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world_and_study(inputs):
     from terrapipe.sources.world import World
     from terrapipe.study import load_study
 
-    return World(0), load_study(paths.INPUTS, None)
+    return World(0), load_study(inputs, None)
 
 
 @pytest.fixture(scope="module")
@@ -454,10 +463,7 @@ def _stage_main():
     return fetch_tasks.main
 
 
-def test_fetch_tasks_stage_sample_and_local(tmp_path, monkeypatch, m_eurosat):
-    from terrapipe import paths
-
-    inputs = paths.INPUTS.resolve()
+def test_fetch_tasks_stage_sample_and_local(tmp_path, monkeypatch, m_eurosat, inputs):
     monkeypatch.chdir(tmp_path)
     main = _stage_main()
     params = types.SimpleNamespace(seed=0, tasks={**TINY, "eurosat": {"source": "local", "path": str(m_eurosat[0])}})

@@ -102,7 +102,7 @@ def _experiment_config(path: Path, document: dict) -> ExperimentConfig:
     except ValidationError as exc:
         raise InputDataError(path, f"records an experiment this code cannot rebuild ({exc.errors()[0]['msg']} at "
                              f"{'.'.join(map(str, exc.errors()[0]['loc']))})",
-                             "Re-train it with the current code (`dvc repro pretrain@KEY`)") from None
+                             "Re-train it with the current code (`terrapipe experiments run KEY`)") from None
 
 
 def load_encoder(checkpoint_path: str | Path, device: str = "cpu") -> EncoderHandle:
@@ -119,9 +119,9 @@ def load_encoder(checkpoint_path: str | Path, device: str = "cpu") -> EncoderHan
     from terrapipe.models.latent_mim import Encoder
 
     path = Path(checkpoint_path)
-    retrain = "Re-train it with the current code (`dvc repro pretrain@KEY`)"
+    retrain = "Re-train it with the current code (`terrapipe experiments run KEY`)"
     if not path.is_file():
-        raise InputDataError(path, "missing", "Run `dvc repro pretrain@KEY` or point at an existing checkpoint.pt")
+        raise InputDataError(path, "missing", "Train it with `terrapipe experiments run KEY` (or `dvc repro`), or point at an existing checkpoint.pt")
     try:   # tensors and plain containers only: a downloaded checkpoint cannot run code
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -201,7 +201,7 @@ def _channel_index(handle: EncoderHandle, task: TaskData, key: str) -> np.ndarra
     order = handle.band_order.get(key)
     if order is None:
         raise InputDataError(f"encoder {handle.identity[:12]}", f"has no band order for {key}",
-                             "Re-train it with the current code (`dvc repro pretrain@KEY`)")
+                             "Re-train it with the current code (`terrapipe experiments run KEY`)")
     groups = handle.config.groups(key)
     for names, indices in zip(groups.names, groups.indices):
         if any(i >= len(order) or order[i] != n for n, i in zip(names, indices)):
@@ -218,7 +218,7 @@ def _stats(handle: EncoderHandle, key: str) -> tuple[np.ndarray, np.ndarray, flo
     document = handle.normalization["imagery"].get(key)
     if document is None:
         raise InputDataError(f"encoder {handle.identity[:12]}", f"has no normalization statistics for {key}",
-                             "Re-train it with the current code (`dvc repro pretrain@KEY`)")
+                             "Re-train it with the current code (`terrapipe experiments run KEY`)")
     bands, order = document["bands"], handle.band_order[key]
 
     def column(name: str) -> np.ndarray:   # JSON null (a band without valid values) -> NaN
