@@ -232,25 +232,25 @@ def _batches(path: Path, column: str, batch_rows: int = 2048):
         raise InputDataError(path, f"column '{column}' is not readable ({exc})", _REFETCH) from None
 
 
-def _read(path: Path, columns, also_required=()):
-    """A parquet file's ``columns`` (checking that ``also_required`` exist too, to be streamed later), or
-    an InputDataError naming the file and the missing column."""
+def read_columns(path: Path, columns, also_required=(), fix: str = _REFETCH):
+    """A parquet file's ``columns`` as an Arrow table (checking that ``also_required`` exist too, to be
+    streamed later), or an InputDataError naming the file, the missing column and ``fix``."""
     import pyarrow.parquet as pq
 
     try:
         names = pq.read_schema(path).names
     except FileNotFoundError:
-        raise InputDataError(path, "missing", _REFETCH) from None
+        raise InputDataError(path, "missing", fix) from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
-        raise InputDataError(path, f"not a readable parquet file ({exc})", _REFETCH) from None
+        raise InputDataError(path, f"not a readable parquet file ({exc})", fix) from None
     required = [*columns, *also_required]
     missing = [c for c in required if c not in names]
     if missing:
-        raise InputDataError(path, f"missing column(s) {missing}", f"The file needs columns {required}")
+        raise InputDataError(path, f"missing column(s) {missing}", f"The file needs columns {required}. {fix}")
     try:
         return pq.read_table(path, columns=list(columns))
     except Exception as exc:  # noqa: BLE001
-        raise InputDataError(path, f"not a readable parquet file ({exc})", _REFETCH) from None
+        raise InputDataError(path, f"not a readable parquet file ({exc})", fix) from None
 
 
 def tidy_deepearth(raw_dir: str | Path, out_dir: str | Path) -> dict:
@@ -263,9 +263,9 @@ def tidy_deepearth(raw_dir: str | Path, out_dir: str | Path) -> dict:
 
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     obs_path, vision_path = raw_dir / OBSERVATIONS_FILE, raw_dir / VISION_FILE
-    observations = _read(obs_path, [c for c in RAW_COLUMNS if c != "language_embedding"],
+    observations = read_columns(obs_path, [c for c in RAW_COLUMNS if c != "language_embedding"],
                          also_required=["language_embedding"])
-    vision_ids = _read(vision_path, ["gbif_id"], also_required=["embedding"])
+    vision_ids = read_columns(vision_path, ["gbif_id"], also_required=["embedding"])
     _check_filled(vision_ids, vision_path)
     writers = []
 

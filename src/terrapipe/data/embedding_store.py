@@ -98,19 +98,10 @@ class EmbeddingBatch:
 # ---------------------------------------------------------------------------------------------- build
 
 def _read_parquet(path: Path, columns, fix: str):
-    """``columns`` of a parquet file as a DataFrame, or an InputDataError naming the file and column."""
-    import pyarrow.parquet as pq
+    """``columns`` of a parquet file as a DataFrame (terrapipe.data.deepearth.read_columns' checks)."""
+    from terrapipe.data.deepearth import read_columns
 
-    try:
-        names = pq.read_schema(path).names
-    except FileNotFoundError:
-        raise InputDataError(path, "missing", fix) from None
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt file
-        raise InputDataError(path, f"not a readable parquet file ({exc})", fix) from None
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise InputDataError(path, f"missing column(s) {missing}", f"The file needs columns {list(columns)}. {fix}")
-    return pq.read_table(path, columns=list(columns)).to_pandas()
+    return read_columns(path, columns, fix=fix).to_pandas()
 
 
 def _load_matrix(path: Path, fix: str) -> np.ndarray:
