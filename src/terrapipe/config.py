@@ -242,6 +242,13 @@ class QualityParams(_Section):
     max_saturated_share: Share = Field(0.01, description="per raw file and band")
 
 
+class ComputeParams(_Section):
+    """Where the per-site work of the data stages runs; never what it computes (no stage depends on it)."""
+    dask_scheduler: str | None = Field(None, description="address of a Dask scheduler (tcp://host:8786) for the "
+                                       "per-site work of fetch_sentinel, normalize_sentinel and fetch_tasks; "
+                                       "null: a local process pool. TERRAPIPE_DASK_SCHEDULER overrides it")
+
+
 class Params(_Section):
     seed: int = 0
     study: StudyParams = StudyParams()
@@ -249,6 +256,7 @@ class Params(_Section):
     normalize: NormalizeParams = NormalizeParams()
     split: SplitsParams = SplitsParams()
     quality: QualityParams = QualityParams()
+    compute: ComputeParams = ComputeParams()
     pretrain: dict = Field({}, description="validated by terrapipe.train.experiments.pretrain_params (check_params, "
                                         "the pretrain stages and `terrapipe experiments`), so that the data stages "
                                         "do not depend on the model code")

@@ -34,6 +34,10 @@ STAGES = ("check_params",
           "deepearth_classify")
 
 
+CATALOG = Path("data/catalog.duckdb")   # the DuckDB catalog (terrapipe.catalog): sites, samples, splits, runs
+REPORTS = Path("reports")              # the report stage: index.html, report.md and their figures
+
+
 def raw(dataset: str) -> Path:
     """The raw folder of one dataset: what its fetch stage writes."""
     return RAW / dataset
