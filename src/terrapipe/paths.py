@@ -82,3 +82,9 @@ def pretrain_dir(experiment: str) -> Path:
 EMBEDDING_STORE = PROCESSED / "embedding_store"  # embedding_store: DeepEarth vision/language memmaps + DuckDB index
 EARTH4D = MODELS / "earth4d_alphaearth"          # earth4d_alphaearth: checkpoints, predictions, maps, metrics
 DEEPEARTH = MODELS / "deepearth"                 # deepearth_classify: classifiers + cross-modal autoencoder
+EVALUATE = MODELS / "evaluate"                 # evaluate@<experiment>: downstream metrics, confusion matrices
+
+
+def evaluate_dir(experiment: str) -> Path:
+    """evaluate@<experiment>: metrics.json (DVC metrics) and confusion/<task>.csv (DVC confusion plots)."""
+    return EVALUATE / experiment
