@@ -10,7 +10,7 @@ import json
 import subprocess
 import sys
 
-from terrapipe.paths import INPUTS, STAGES
+from terrapipe.paths import CATALOG, INPUTS, STAGES
 
 
 def _cmd_run(args) -> int:
@@ -143,6 +143,53 @@ def _cmd_experiments_run(args) -> int:
     return subprocess.call(command)
 
 
+def _print_frame(frame, fmt: str) -> None:
+    if fmt == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=2))
+    elif fmt == "csv":
+        print(frame.to_csv(index=False), end="")
+    elif frame.empty:
+        print("(no rows)")
+    else:
+        print(frame.to_string(index=False, max_colwidth=80))
+
+
+def _cmd_catalog_refresh(args) -> int:
+    import logging
+
+    from terrapipe.catalog import query, refresh
+    from terrapipe.catalog.schema import TABLES
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # what was missing, and what was loaded
+    refresh(args.db, root=args.root)
+    counts = " UNION ALL ".join(f"SELECT '{table}' AS \"table\", count(*) AS \"rows\" FROM {table}" for table in TABLES)
+    _print_frame(query(args.db, counts), "table")
+    return 0
+
+
+def _cmd_catalog_query(args) -> int:
+    from terrapipe.catalog import query
+
+    _print_frame(query(args.db, args.sql), args.format)
+    return 0
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _cmd_catalog_runs(args) -> int:
+    from terrapipe.catalog import query
+
+    where = [f"{column} = {_sql_text(value)}" for column, value in (("experiment", args.experiment), ("kind", args.kind))
+             if value is not None]
+    sql = ("SELECT recorded_at, run_id, kind, experiment, left(code_version, 12) AS code, left(data_version, 12) AS data, "
+           f"flow_run_id FROM runs {'WHERE ' + ' AND '.join(where) if where else ''} "
+           f"ORDER BY recorded_at DESC LIMIT {int(args.limit)}")
+    _print_frame(query(args.db, sql), args.format)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="terrapipe",
@@ -187,6 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("key")
     train.add_argument("--steps", type=int, help="override pretrain.base.train.steps")
     train.set_defaults(func=_cmd_experiments_run)
+
+    catalog = sub.add_parser("catalog", help="the DuckDB catalog: sites, samples, splits, data versions, runs (SQL)")
+    cat_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="SUBCOMMAND")
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", default=str(CATALOG), help=f"catalog file (default: {CATALOG})")
+    cat_refresh = cat_sub.add_parser("refresh", parents=[db],
+                                     help="reload sites, samples, splits and the data version from the files")
+    cat_refresh.add_argument("--root", default=".", help="repository root to read (default: .)")
+    cat_refresh.set_defaults(func=_cmd_catalog_refresh)
+    cat_query = cat_sub.add_parser("query", parents=[db], help="run one read-only SQL statement and print the result")
+    cat_query.add_argument("sql", metavar="SQL")
+    cat_query.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    cat_query.set_defaults(func=_cmd_catalog_query)
+    cat_runs = cat_sub.add_parser("runs", parents=[db], help="the recorded runs, newest first")
+    cat_runs.add_argument("--experiment", help="only this experiment key")
+    cat_runs.add_argument("--kind", help="only this kind (pretrain, evaluate, ...)")
+    cat_runs.add_argument("--limit", type=int, default=20)
+    cat_runs.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    cat_runs.set_defaults(func=_cmd_catalog_runs)
     return parser
 
 
