@@ -3,7 +3,9 @@
 Runs the same on one process and under torchrun (`torchrun --nproc_per_node N stages/pretrain.py KEY`):
 every rank trains its share of the global batch, rank 0 writes the outputs. W&B tracking is optional:
 ``tracking.wandb`` (offline by default, WANDB_MODE overrides it; tests run with disabled), project
-``tracking.project`` (YYYY_MM_DD_<family>, seed 003), run name = the experiment key.
+``tracking.project`` (YYYY_MM_DD_<family>, seed 003), run name = the experiment key. The run's config
+is the resolved experiment document plus what makes the run findable and reproducible (flow-run id,
+code and data version: terrapipe.catalog.versions), also as tags (``tracking_metadata``).
 """
 from __future__ import annotations
 
@@ -19,6 +21,30 @@ CURVES = "curves.csv"      # DVC plots: deterministic per-step metrics (same byt
 METRICS = "metrics.json"   # DVC metrics
 TIMING = "timing.csv"      # samples/s, tokens/s, data-wait share per step: not tracked (machine-dependent)
 SUMMARY_STEPS = 10  # the final metrics average the last steps, so one noisy batch does not decide a comparison
+TAG_LIMIT = 64      # W&B refuses a longer tag (and the run with it)
+
+
+def _tag(text: str) -> str:
+    """``text`` as a W&B tag: cut to the limit, with a hash suffix so that two long keys stay distinct."""
+    import hashlib
+
+    if len(text) <= TAG_LIMIT:
+        return text
+    return text[:TAG_LIMIT - 9] + "~" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def tracking_metadata(document: dict, key: str, *, code_version: str | None, data_version: str | None,
+                      flow_run_id: str | None) -> tuple[dict, list[str]]:
+    """W&B config and tags of a run: the resolved document plus flow run, code and data version."""
+    config = {**document, "experiment": key, "flow_run_id": flow_run_id, "code_version": code_version,
+              "data_version": data_version}
+    tags = [_tag(key)]
+    if code_version:
+        revision, dirty, _ = code_version.partition("-dirty")
+        tags.append(f"code:{revision[:12]}{'-dirty' if dirty else ''}")
+    if data_version:
+        tags.append(f"data:{data_version[:12]}")
+    return config, tags
 
 
 def _tracker(config, document: dict, key: str, out_dir: Path):
@@ -27,7 +53,11 @@ def _tracker(config, document: dict, key: str, out_dir: Path):
         return None, None
     import wandb
 
-    run = wandb.init(project=config.tracking.project, name=key, config=document, mode=mode,
+    from terrapipe.catalog.versions import code_version, data_version, flow_run_id
+
+    run_config, tags = tracking_metadata(document, key, code_version=code_version(), data_version=data_version(),
+                                         flow_run_id=flow_run_id())
+    run = wandb.init(project=config.tracking.project, name=key, config=run_config, tags=tags, mode=mode,
                      dir=str(out_dir), reinit="finish_previous")
     return (lambda row: run.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=row["step"])), run
 
