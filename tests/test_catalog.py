@@ -400,6 +400,8 @@ def test_offline_wandb_run_writes_the_metadata_to_disk(repo, tmp_path, monkeypat
         log({"step": 1, "info_nce": 2.5})
     finally:
         run.finish()
+    import wandb
+    wandb.teardown()   # waits for wandb's service process, which writes the record log, to flush and exit
     # offline wandb 0.31 keeps config and tags in the run's record log (protobuf, strings stored as-is), which
     # `wandb sync` uploads; it writes no files/config.yaml
     [record_log] = (tmp_path / "out").glob("wandb/offline-run-*/run-*.wandb")
