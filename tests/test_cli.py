@@ -50,3 +50,38 @@ def test_params_refuses_a_duplicated_key(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text(text)
     assert main(["--params", str(tmp_path / "params.yaml"), "params"]) == 2
     assert "key seed appears twice" in capsys.readouterr().err
+
+
+def test_catalog_refresh_query_and_runs(tmp_path, capsys, caplog):
+    import json
+
+    import pandas as pd
+
+    from terrapipe.catalog import record_run
+    from terrapipe.data.split_io import ASSIGNMENT_COLUMNS
+
+    split = tmp_path / "data/processed/splits/deepearth/assignments.parquet"
+    split.parent.mkdir(parents=True)
+    pd.DataFrame([["1_1", "train", "temporal_train", 28.5, -81.5], ["2_1", "test", "temporal_test", 28.6, -81.4]],
+                 columns=ASSIGNMENT_COLUMNS).to_parquet(split)
+    db = str(tmp_path / "catalog.duckdb")
+    assert main(["catalog", "refresh", "--db", db, "--root", str(tmp_path)]) == 0
+    assert "splits     2" in capsys.readouterr().out
+    assert "data/inputs" in caplog.text   # a fresh clone: what is missing is said
+    sql = "SELECT split_reason, count(*) AS n FROM splits GROUP BY ALL ORDER BY split_reason"
+    assert main(["catalog", "query", sql, "--db", db, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"split_reason": "temporal_test", "n": 1},
+                                                   {"split_reason": "temporal_train", "n": 1}]
+    assert main(["catalog", "query", sql, "--db", db, "--format", "csv"]) == 0
+    assert capsys.readouterr().out == "split_reason,n\ntemporal_test,1\ntemporal_train,1\n"
+    run_id = record_run(db, experiment="it's", kind="evaluate", params={}, metrics={}, flow_run_id="f1", root=tmp_path)
+    assert main(["catalog", "runs", "--db", db, "--experiment", "it's", "--format", "json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["run_id"], row["flow_run_id"], row["code"]) == (run_id, "f1", None)
+    assert main(["catalog", "runs", "--db", db, "--kind", "pretrain"]) == 0
+    assert capsys.readouterr().out.strip() == "(no rows)"
+
+
+def test_catalog_errors_are_one_line(tmp_path, capsys):
+    assert main(["catalog", "query", "SELECT 1", "--db", str(tmp_path / "none.duckdb")]) == 2
+    assert "no catalog yet. Run `terrapipe catalog refresh`" in capsys.readouterr().err
