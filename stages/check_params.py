@@ -12,6 +12,7 @@ def main(args) -> None:
     from terrapipe.atomic import write_json
     from terrapipe.config import check_params_file
     from terrapipe.data.tasks import tasks_params
+    from terrapipe.evals.downstream import evaluate_params
     from terrapipe.train.alphaearth import earth4d_params
     from terrapipe.train.deepearth import deepearth_params
     from terrapipe.train.experiments import load_pretrain, resolved_document
@@ -23,6 +24,7 @@ def main(args) -> None:
     resolved["earth4d"] = earth4d_params(args.params_obj).model_dump(mode="json")
     resolved["deepearth"] = deepearth_params(args.params_obj).model_dump(mode="json")
     resolved["tasks"] = tasks_params(args.params_obj).model_dump(mode="json")
+    resolved["evaluate"] = evaluate_params(args.params_obj).model_dump(mode="json")
     write_json(paths.PARAMS_CHECK, resolved)
 
 

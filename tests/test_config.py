@@ -21,12 +21,15 @@ def test_shipped_params_are_the_documented_defaults():
     # pretrain holds the experiments (no defaults in code; terrapipe.train.experiments validates it); the
     # earth4d and deepearth sections spell out the defaults of their model code's configs
     from terrapipe.data.tasks import TasksParams, tasks_params
+    from terrapipe.evals.downstream import EvaluateParams, evaluate_params
     from terrapipe.train.alphaearth import Earth4DExperimentParams, earth4d_params
     from terrapipe.train.deepearth import DeepEarthParams, deepearth_params
 
     params = load_params(REPO / "params.yaml")
-    assert params.model_copy(update={"pretrain": {}, "earth4d": {}, "deepearth": {}, "tasks": {}}) == Params()
+    assert params.model_copy(update={"pretrain": {}, "earth4d": {}, "deepearth": {}, "tasks": {},
+                                     "evaluate": {}}) == Params()
     assert tasks_params(params) == TasksParams()
+    assert evaluate_params(params) == EvaluateParams()
     assert earth4d_params(params) == Earth4DExperimentParams()
     assert deepearth_params(params) == DeepEarthParams()
 
@@ -111,8 +114,9 @@ def test_repo_params_pass_check_params_file():
     assert set(resolved.pop("deepearth")) == {"store", "classifier", "autoencoder"}
     resolved.pop("earth4d")  # validated by its model code (test_shipped_params_are_the_documented_defaults)
     assert set(resolved.pop("tasks")) >= set(TASKS)
+    assert set(resolved.pop("evaluate")["tasks"]) == set(TASKS)
     expected = json.loads(json.dumps(Params().model_dump(mode="json")))
-    for section in ("pretrain", "earth4d", "deepearth", "tasks"):
+    for section in ("pretrain", "earth4d", "deepearth", "tasks", "evaluate"):
         expected.pop(section)
     assert resolved == expected
     assert resolved["normalize"]["alphaearth"]["min_elevation_m"] == -500.0

@@ -36,10 +36,10 @@ def expected_out(name: str) -> str:
 
 
 def test_dvc_yaml_declares_the_stages_of_terrapipe_paths_in_order(stages):
-    """pretrain (over params pretrain.run) and fetch_tasks (over paths.TASKS) are foreach stages: one name in
-    paths.STAGES, NAME@ITEM in DVC."""
-    names = list(dict.fromkeys(n.partition("@")[0] if n.startswith(("pretrain@", "fetch_tasks@")) else n
-                               for n in stages))
+    """pretrain and evaluate (over params pretrain.run) and fetch_tasks (over paths.TASKS) are foreach stages:
+    one name in paths.STAGES, NAME@ITEM in DVC."""
+    names = list(dict.fromkeys(n.partition("@")[0] if n.startswith(("pretrain@", "evaluate@", "fetch_tasks@"))
+                               else n for n in stages))
     assert names == list(paths.STAGES)
     assert [n.partition("@")[2] for n in stages if n.startswith("fetch_tasks@")] == list(paths.TASKS)
     for name, stage in stages.items():
@@ -50,6 +50,11 @@ def test_dvc_yaml_declares_the_stages_of_terrapipe_paths_in_order(stages):
             continue
         if name.startswith("pretrain@"):  # + metrics.json and curves.csv (DVC metrics and plots) beside it
             outs = [o for o in outs if o.endswith("checkpoint.pt")]
+        if name.startswith("evaluate@"):  # metrics.json and one confusion plot per task, in evaluate_dir
+            where = paths.evaluate_dir(name.partition("@")[2])
+            assert outs == [str(where / "metrics.json"), *(str(where / "confusion" / f"{t}.csv") for t in paths.TASKS)]
+            assert str(paths.pretrain_dir(name.partition("@")[2]) / "checkpoint.pt") in {d.def_path for d in stage.deps}
+            continue
         assert outs == [expected_out(name)], name
 
 

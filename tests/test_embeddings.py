@@ -307,3 +307,18 @@ def test_clear_errors(checkpoint, handle, tmp_path):
         extract(handle, replace_images(task, s2=empty, s1=None), "classification")
     with pytest.raises(ConfigError, match="split"):
         cached_embeddings(handle, task, "classification", "training", tmp_path)
+
+
+def test_a_band_the_task_lacks_is_imputed_from_its_nearest_band_in_wavelength(handle):
+    """So2Sat / PASTIS ship 10 S2 bands, MADOS 11: B01 takes B02's values and B09 B8A's (OlmoEarth's imputation),
+    so an encoder whose band group holds all 12 still sees the task."""
+    full = make_task(n=3, size=8, with_s1=False)
+    order = list(full.bands["s2"])
+    s2 = full.images["s2"].copy()
+    s2[:, order.index("B01")] = s2[:, order.index("B02")]
+    s2[:, order.index("B09")] = s2[:, order.index("B8A")]
+    kept = [i for i, b in enumerate(order) if b not in ("B01", "B09")]
+    lacking = dataclasses.replace(full, images={"s2": np.ascontiguousarray(s2[:, kept])},
+                                  bands={"s2": tuple(order[i] for i in kept)})
+    copied = dataclasses.replace(full, images={"s2": s2})
+    np.testing.assert_array_equal(extract(handle, lacking, "classification"), extract(handle, copied, "classification"))

@@ -264,6 +264,8 @@ class Params(_Section):
                                        "AlphaEarth experiment; check_params and its stage)")
     tasks: dict = Field({}, description="validated by terrapipe.data.tasks.tasks_params (the downstream task data "
                                      "sets of the fetch_tasks stages; check_params too)")
+    evaluate: dict = Field({}, description="validated by terrapipe.evals.downstream.evaluate_params (the "
+                                        "evaluate@<experiment> stages; check_params too)")
     deepearth: dict = Field({}, description="validated by terrapipe.train.deepearth.deepearth_params (the DeepEarth "
                                          "classifiers and the cross-modal autoencoder; check_params and their stages)")
 

@@ -30,6 +30,7 @@ STAGES = ("check_params",
           "world_mosaic",
           "embedding_store",
           "pretrain",                  # foreach over params pretrain.run: pretrain@<experiment>
+          "evaluate",                  # foreach over params pretrain.run: evaluate@<experiment>
           "earth4d_alphaearth",
           "deepearth_classify")
 
@@ -82,6 +83,7 @@ def pretrain_dir(experiment: str) -> Path:
 EMBEDDING_STORE = PROCESSED / "embedding_store"  # embedding_store: DeepEarth vision/language memmaps + DuckDB index
 EARTH4D = MODELS / "earth4d_alphaearth"          # earth4d_alphaearth: checkpoints, predictions, maps, metrics
 DEEPEARTH = MODELS / "deepearth"                 # deepearth_classify: classifiers + cross-modal autoencoder
+EMBEDDING_CACHE = Path("data/cache/embeddings")  # evals.embeddings: frozen task embeddings by checkpoint hash
 EVALUATE = MODELS / "evaluate"                 # evaluate@<experiment>: downstream metrics, confusion matrices
 
 

@@ -2,7 +2,8 @@
 (reference/olmoearth-behaviour.md section 7, re-implemented from its description), cached on disk.
 
 - Input: a ``TaskData`` in raw store units (S2 reflectance x 10000, S1 dB), NaN where missing. Each
-  modality is cut to the checkpoint's band order (bands the task lacks are missing), normalized with the
+  modality is cut to the checkpoint's band order (a band the task lacks is imputed from its band nearest in
+  wavelength, as OlmoEarth does for So2Sat; missing where none has a wavelength), normalized with the
   checkpoint's pretraining statistics (the store's rule, terrapipe.data.normalize), and tokenized with
   the training rule: a token is missing when any pixel of any band of its group is.
 - Pass: every present token is ONLINE_ENCODER, every missing one MISSING (never encoded), eval mode, no
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("terrapipe")
 
-POOLING_VERSION = 1            # bump when the pooling or the input treatment changes: old cache entries then miss
+POOLING_VERSION = 2            # bump when the pooling or the input treatment changes: old cache entries then miss
 KINDS = ("classification", "segmentation")
 UNDATED = np.datetime64("2020-07-01", "D")   # a step no modality dates: mid-year, so no season is favoured
 Kind = Literal["classification", "segmentation"]
@@ -209,7 +210,22 @@ def _channel_index(handle: EncoderHandle, task: TaskData, key: str) -> np.ndarra
                                  f"its band group {list(names)} at the registry positions {list(indices)}",
                                  "Re-train it on a store with every band of its groups")
     task_bands = list(task.bands[key])
-    return np.array([task_bands.index(b) if b in task_bands else -1 for b in order])
+    return np.array([task_bands.index(b) if b in task_bands else _imputed_from(key, b, task_bands)
+                     for b in order])
+
+
+def _imputed_from(key: str, band: str, task_bands: list[str]) -> int:
+    """The task's channel that stands in for a band it lacks: its band nearest in wavelength (B01 <- B02,
+    B09 <- B8A for So2Sat, PASTIS and MADOS, which ship 10 or 11 of the 12 S2 bands), as OlmoEarth imputes
+    them; -1 where the registry gives no wavelength. Without it one absent band would leave every token
+    of its band group missing: an encoder with one S2 bandset could not see such a task at all."""
+    from terrapipe.modalities import modality
+
+    wavelength = {b.name: b.wavelength_nm for b in modality(key).bands}
+    target = wavelength.get(band)
+    candidates = [(abs(wavelength[b] - target), i) for i, b in enumerate(task_bands)
+                  if target is not None and wavelength.get(b) is not None]
+    return min(candidates)[1] if candidates else -1
 
 
 def _stats(handle: EncoderHandle, key: str) -> tuple[np.ndarray, np.ndarray, float]:

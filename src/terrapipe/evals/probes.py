@@ -59,6 +59,7 @@ class ProbeResult:
     curve: list[dict]                  # per epoch: epoch, train_loss, lr, and val_* when a val set is given
     train_rows: np.ndarray             # the training rows used (the label-fraction subset), ascending
     val_metrics: dict | None = None    # classification_report of the final val predictions
+    predictions: np.ndarray | None = field(default=None, repr=False)   # the test predictions the metrics score
     model: object = field(default=None, repr=False)
 
 
@@ -183,11 +184,13 @@ def _fit(model, forward, kind: str, train: tuple, evaluate: dict, num_classes: i
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps, warmup, config.final_lr / config.lr))
 
-    def report(split: str) -> dict | None:
-        if evaluate.get(split) is None:
-            return None
-        x_eval, y_eval = evaluate[split]
-        return classification_report(_predict(model, forward, x_eval), y_eval, num_classes, config.ignore_index)
+    def predict(split: str) -> np.ndarray | None:
+        return None if evaluate.get(split) is None else _predict(model, forward, evaluate[split][0])
+
+    def report(split: str, pred: np.ndarray | None = None) -> dict | None:
+        pred = predict(split) if pred is None else pred
+        return None if pred is None else classification_report(pred, evaluate[split][1], num_classes,
+                                                               config.ignore_index)
 
     curve = []
     for epoch in range(config.epochs):
@@ -208,7 +211,9 @@ def _fit(model, forward, kind: str, train: tuple, evaluate: dict, num_classes: i
         if val is not None:
             point.update({f"val_{k}": val[k] for k in ("accuracy", "macro_f1", "miou")})
         curve.append(point)
-    return ProbeResult(metrics=report("test"), curve=curve, train_rows=rows, val_metrics=report("val"), model=model)
+    test_pred = predict("test")
+    return ProbeResult(metrics=report("test", test_pred), curve=curve, train_rows=rows, val_metrics=report("val"),
+                       model=model, predictions=test_pred)
 
 
 def _evaluation_sets(test, val, x_ndim: int, y_ndim: int, num_classes: int, ignore_index: int) -> dict:
