@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, run_stage, tree_digest
 
 TASKS = {"eurosat": ("knn_accuracy", 10, 400), "so2sat": ("knn_accuracy", 17, 300),
@@ -312,3 +311,21 @@ def test_stage_writes_reports_atomically(tmp_path, keys):
     out = tmp_path / "reports"
     assert sorted(p.name for p in out.iterdir()) == ["figures", "index.html", "report.md"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reports")]
+
+
+def test_an_input_of_another_format_is_named_not_fatal(tmp_path, params, keys):
+    from terrapipe.report import hypotheses as h
+    from terrapipe.report.build import write_report
+
+    write_all(tmp_path, keys, eurosat_flips=60)
+    metrics = tmp_path / "models" / "earth4d_alphaearth" / "metrics.json"
+    document = json.loads(metrics.read_text())
+    for entry in document["holdouts"].values():
+        entry.pop("knn_geodesic")                    # as if the stage renamed its baseline
+    metrics.write_text(json.dumps(document))
+    summary = write_report(params, tmp_path, tmp_path / "reports")
+    assert summary["verdicts"][f"002: {judged(params, tmp_path, h.seed002_mape).claim}"] == h.NOT_EVALUATED
+    assert "'knn_geodesic' is missing" in judged(params, tmp_path, h.seed002_beats_knn).sentence
+    markdown = (tmp_path / "reports" / "report.md").read_text()
+    assert "**Could not read `models/earth4d_alphaearth/`**: the field 'knn_geodesic' is missing" in markdown
+    assert "earth4d_holdouts.png" not in markdown and "vision classifier: 4000 training" in markdown

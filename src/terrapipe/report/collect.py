@@ -37,6 +37,17 @@ class Missing:
 
 
 
+# What reading a result file of another format raises (a field renamed, a number where a mapping was).
+FORMAT_ERRORS = (KeyError, TypeError, IndexError, ValueError, AttributeError)
+
+
+def format_problem(exc: Exception) -> str:
+    """A format error as one phrase for the report."""
+    if isinstance(exc, KeyError):
+        return f"the field {exc.args[0]!r} is missing"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def describe_missing(missing) -> list[str]:
     """One sentence per stage: which of its files are missing or unusable, and the command that writes them."""
     by_stage: dict[str, list[str]] = {}

@@ -7,16 +7,24 @@ time-dependent is written, so the same inputs give the same bytes.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from dataclasses import dataclass, field
 
 from terrapipe import paths
-from terrapipe.report.collect import ReportInputs, describe_missing
-from terrapipe.report.figures import BANDSET_FIGURE, DEEPEARTH_FIGURE, DOWNSTREAM_FIGURE, EARTH4D_FIGURE, \
-    ERA5_FIGURE, experiment_codes
+from terrapipe.report.collect import FORMAT_ERRORS, ReportInputs, describe_missing, format_problem
+from terrapipe.report.figures import (
+    BANDSET_FIGURE,
+    DEEPEARTH_FIGURE,
+    DOWNSTREAM_FIGURE,
+    EARTH4D_FIGURE,
+    ERA5_FIGURE,
+    experiment_codes,
+)
 from terrapipe.report.hypotheses import Finding, fmt
 from terrapipe.report.stats import Z
 
+log = logging.getLogger("terrapipe")
 FIGURES_DIR = "figures"
 DATA_DOCS_LINK = f"../{paths.DATA_DOCS.as_posix()}/index.html"   # from reports/index.html
 
@@ -262,8 +270,8 @@ def overview_table(inputs: ReportInputs, tasks: list[str]) -> Table:
                      *(f"{_pm(results[t].values['encoder'], results[t].encoder_spread)} (random "
                        f"{fmt(results[t].values['random_encoder'])})" if t in results else "not evaluated"
                        for t in tasks)))
-    for field, label in (("raw_pixels", "raw pixels (baseline)"), ("majority", "majority class (baseline)")):
-        first = [next((e.tasks[t].values[field] for e in inputs.evaluate if t in e.tasks), None) for t in tasks]
+    for name, label in (("raw_pixels", "raw pixels (baseline)"), ("majority", "majority class (baseline)")):
+        first = [next((e.tasks[t].values[name] for e in inputs.evaluate if t in e.tasks), None) for t in tasks]
         rows.append((label, "", "", *(fmt(v) for v in first)))
     metrics = {t: next(e.tasks[t].metric for e in inputs.evaluate if t in e.tasks) for t in tasks}
     return Table(("code", "final total loss", "final InfoNCE", *(f"{t} ({metrics[t]})" for t in tasks)), tuple(rows),
@@ -364,7 +372,9 @@ def deepearth_section(inputs: ReportInputs, figures: set[str]) -> Section:
         blocks.append(Table(("reading", "candidates", "observations", "species", "top-1", "chance top-1", "top-5",
                              "chance top-5"), rows,
                             f"Zero-shot: {autoencoder.get('held_out_species', '?')} species never trained on, "
-                            "identified from their vision embeddings by the language embeddings."))
+                            "identified from their vision embeddings among the candidates' language embeddings; "
+                            "`decoded`: the language embedding decoded from the vision code, nearest by cosine; "
+                            "`shared`: the vision code nearest to each species' language code."))
     blocks += _image(figures, DEEPEARTH_FIGURE, "Top-1 per split reason: the two classifiers and the vision "
                      "classifier's baselines.")
     return Section(
@@ -437,8 +447,25 @@ def build_document(inputs: ReportInputs, findings: list[Finding], figures: set[s
              "stages' result files (stage `report`). Every section says what its numbers mean and which stage "
              "wrote them; where an input is missing, the section names the stage that makes it.",
              "Experiments: " + ", ".join(f"`{k}`" for k in inputs.run) + ".")
-    return Document("terrapipe report", intro, (
-        hypotheses_section(findings), experiments_section(inputs), pretrain_section(inputs, figures),
-        downstream_section(inputs, figures), earth4d_section(inputs, figures), deepearth_section(inputs, figures),
-        splits_section(inputs, figures), quality_section(inputs)))
+    sections = (
+        ("Seed hypotheses", "", lambda: hypotheses_section(findings)),
+        ("Experiments", "params.yaml", lambda: experiments_section(inputs)),
+        ("Pretraining losses", "models/pretrain/", lambda: pretrain_section(inputs, figures)),
+        ("Downstream evaluation", "models/evaluate/", lambda: downstream_section(inputs, figures)),
+        ("Earth4D -> AlphaEarth (seed 002)", f"{paths.EARTH4D}/", lambda: earth4d_section(inputs, figures)),
+        ("DeepEarth classifiers (seed 004)", f"{paths.DEEPEARTH}/", lambda: deepearth_section(inputs, figures)),
+        ("Train/test splits", f"{paths.SPLITS}/", lambda: splits_section(inputs, figures)),
+        ("Data quality", str(paths.VALIDATION_REPORT), lambda: quality_section(inputs)))
+    return Document("terrapipe report", intro, tuple(_guarded(*section) for section in sections))
+
+
+def _guarded(title: str, source: str, build) -> Section:
+    """The section, or one that says its inputs have another format than the report reads (never a crash)."""
+    try:
+        return build()
+    except FORMAT_ERRORS as exc:
+        log.warning("report: section %r skipped: %s", title, format_problem(exc))
+        return Section(title, "", (Paragraph(
+            f"**Could not read `{source}`**: {format_problem(exc)}. Re-run the stage that writes it; if it is current, "
+            "that stage and `terrapipe.report` disagree on its format."),))
 

@@ -6,13 +6,15 @@ Each function returns the file names it wrote under ``out_dir`` (nothing when it
 """
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from terrapipe.report.collect import PretrainRun, ReportInputs
+from terrapipe.report.collect import FORMAT_ERRORS, PretrainRun, ReportInputs, format_problem
 
+log = logging.getLogger("terrapipe")
 DPI = 90
 STYLE = {"font.family": "DejaVu Sans", "font.size": 7, "axes.titlesize": 8, "legend.fontsize": 6}
 SAVE = {"dpi": DPI, "metadata": {"Software": None}}
@@ -80,7 +82,7 @@ def pretrain_figures(inputs: ReportInputs, out_dir: Path) -> list[str]:
             _curves_panel(fig.add_subplot(121), bandsets, "info_nce", label, "InfoNCE (pooled vectors)")
             if all("patch_disc" in r.curves for r in bandsets):
                 _curves_panel(fig.add_subplot(122), bandsets, "patch_disc", label,
-                              "patch discrimination loss (per-token, masked negatives)")
+                              "patch discrimination loss (masked tokens)")
             written.append(_save(fig, out_dir / BANDSET_FIGURE))
     return written
 
@@ -108,8 +110,8 @@ def downstream_figure(inputs: ReportInputs, out_dir: Path) -> list[str]:
                 ax.bar(x + (b - 1.5) * 0.2, values, 0.2, yerr=errors, color=COLOURS[b], label=label, capsize=2)
             ax.set_xticks(x, [codes[e.key] for e in runs])
             ax.set_title(f"{task}: {runs[0].tasks[task].metric}")
-            ax.set_ylim(0, 1)
-        fig.axes[0].legend(loc="upper left")
+            ax.set_ylim(0, 1.25)                       # headroom for the legend
+        fig.axes[0].legend(loc="upper left", ncol=2)
         return [_save(fig, out_dir / DOWNSTREAM_FIGURE)]
 
 
@@ -131,8 +133,9 @@ def earth4d_figure(inputs: ReportInputs, out_dir: Path) -> list[str]:
                    color=COLOURS[m], label=label)
         ax.set_xticks(x, names, rotation=20)
         ax.set_ylabel("100 x MAE / 2 (%), lower is better")
+        ax.set_ylim(0, 1.3 * max(holdouts[h][k]["mae_over_range_pct"] for h in names for k, _ in models))
         ax.set_title("Earth4D -> AlphaEarth error per holdout")
-        ax.legend()
+        ax.legend(loc="upper left", ncol=3)
         return [_save(fig, out_dir / EARTH4D_FIGURE)]
 
 
@@ -157,10 +160,10 @@ def deepearth_figure(inputs: ReportInputs, out_dir: Path) -> list[str]:
             values = [scores.get(g, {}).get("top1_all") or 0.0 for g in groups]
             ax.bar(x + (s - (len(series) - 1) / 2) * width, values, width, color=COLOURS[s], label=label)
         ax.set_xticks(x, groups, rotation=20)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.3)                            # headroom for the legend
         ax.set_ylabel("top-1 accuracy (unseen species count as errors)")
         ax.set_title("DeepEarth species classifiers per split reason")
-        ax.legend()
+        ax.legend(loc="upper left", ncol=2)
         return [_save(fig, out_dir / DEEPEARTH_FIGURE)]
 
 
@@ -181,5 +184,8 @@ def draw_all(inputs: ReportInputs, out_dir: Path) -> set[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = set(copy_images(inputs, out_dir).values())
     for draw in (pretrain_figures, downstream_figure, earth4d_figure, deepearth_figure):
-        written.update(draw(inputs, out_dir))
+        try:
+            written.update(draw(inputs, out_dir))
+        except FORMAT_ERRORS as exc:   # the section says the same; the figure is left out, not half drawn
+            log.warning("report: %s skipped: %s", draw.__name__, format_problem(exc))
     return written
