@@ -87,36 +87,35 @@ def open_catalog(db: str | Path = paths.CATALOG, *, read_only: bool = False):
         con.close()
 
 
-def _replace(con, table: str, frame, select: str = "* FROM frame") -> None:
-    """Bulk-load ``frame`` (pandas, seen as ``frame`` by ``select``) as the whole content of ``table``."""
+def _insert(con, table: str, frame, select: str | None = None) -> None:
+    """Bulk-insert ``frame`` (pandas; ``frame`` in ``select``, default: the table's columns by name)."""
     from terrapipe.catalog.schema import column_names
 
+    columns = ", ".join(column_names(table))
     con.register("frame", frame)
     try:
-        con.execute(f"DELETE FROM {table}")
-        con.execute(f"INSERT INTO {table} ({', '.join(column_names(table))}) SELECT {select}")
+        con.execute(f"INSERT INTO {table} ({columns}) SELECT {select or columns + ' FROM frame'}")
     finally:
         con.unregister("frame")
 
 
-def _add_data_version(con, root: Path) -> str | None:
-    """Store the current data version's outputs unless that version is already there; return its id."""
+def _replace(con, table: str, frame, select: str | None = None) -> None:
+    """``frame`` as the whole content of ``table``."""
+    con.execute(f"DELETE FROM {table}")
+    _insert(con, table, frame, select)
+
+
+def _add_data_version(con, outputs: list[dict]) -> str | None:
+    """Store a data version's outputs (terrapipe.catalog.versions.data_outputs) unless it is there; its id."""
     import pandas as pd
 
-    from terrapipe.catalog.versions import data_outputs, version_of
+    from terrapipe.catalog.versions import version_of
 
-    outputs = data_outputs(root)
     version = version_of(outputs)
-    if version is None:
-        return None
-    if con.execute("SELECT count(*) FROM data_versions WHERE data_version = ?", [version]).fetchall()[0][0] == 0:
-        frame = pd.DataFrame(outputs).assign(data_version=version, first_seen=pd.Timestamp.now("UTC").tz_localize(None))
-        con.register("frame", frame)
-        try:
-            con.execute("INSERT INTO data_versions SELECT data_version, stage, path, hash_name, hash, size, nfiles, "
-                        "first_seen FROM frame")
-        finally:
-            con.unregister("frame")
+    if version is not None and not con.execute("SELECT count(*) FROM data_versions WHERE data_version = ?",
+                                               [version]).fetchall()[0][0]:
+        now = pd.Timestamp.now("UTC").tz_localize(None)
+        _insert(con, "data_versions", pd.DataFrame(outputs).assign(data_version=version, first_seen=now))
     return version
 
 
@@ -126,22 +125,24 @@ def refresh(db: str | Path = paths.CATALOG, root: str | Path = Path(".")) -> Non
     What does not exist yet is logged as missing and leaves its rows empty; a broken file raises.
     """
     from terrapipe.catalog import loaders
+    from terrapipe.catalog.versions import data_outputs
 
     root = Path(root)
-    missing: list[str] = []
+    missing: list[str] = []   # everything is read before the file is opened, so the lock is held for the writes only
     sites = loaders.load_sites(root, missing)
     splits = loaders.load_splits(root, missing)
     samples = loaders.load_samples(root, missing)
+    outputs = data_outputs(root)
     with open_catalog(db) as con:
         con.execute("BEGIN TRANSACTION")
         _replace(con, "sites", sites)
         _replace(con, "splits", splits)
         _replace(con, "samples", samples, "s.dataset, s.id, s.site_id, s.aoi_id, s.latitude, s.longitude, s.year, "
                  "sp.split FROM frame s LEFT JOIN splits sp ON sp.dataset = s.split_dataset AND sp.id = s.id")
-        version = _add_data_version(con, root)
+        version = _add_data_version(con, outputs)
         con.execute("COMMIT")
     for item in missing:
-        log.warning("catalog: not there yet, so not loaded: %s", item)
+        log.warning("catalog: missing %s", item)
     if version is None:
         log.warning("catalog: %s has no data outputs yet (run `dvc repro`): no data version", root / "dvc.lock")
     log.info("catalog %s: %d sites, %d samples, %d split rows, data version %s", db, len(sites), len(samples),
@@ -162,7 +163,7 @@ def record_run(db: str | Path = paths.CATALOG, *, experiment: str, kind: str, pa
     import uuid
     from datetime import datetime, timezone
 
-    from terrapipe.catalog.versions import code_version
+    from terrapipe.catalog.versions import code_version, data_outputs
 
     for name, value in (("experiment", experiment), ("kind", kind)):
         if not isinstance(value, str) or not value:
@@ -170,10 +171,10 @@ def record_run(db: str | Path = paths.CATALOG, *, experiment: str, kind: str, pa
     params_json, metrics_json = _json(params, "params"), _json(metrics, "metrics")
     root = Path(root)
     run_id = uuid.uuid4().hex
-    code = code_version(root)
+    code, outputs = code_version(root), data_outputs(root)
     with open_catalog(db) as con:
         con.execute("BEGIN TRANSACTION")
-        version = _add_data_version(con, root)
+        version = _add_data_version(con, outputs)
         con.execute("INSERT INTO runs VALUES (?, ?, ?, ?::JSON, ?, ?, ?, ?::JSON, ?)",
                     [run_id, experiment, kind, params_json, code, version, flow_run_id, metrics_json,
                      datetime.now(timezone.utc).replace(tzinfo=None)])

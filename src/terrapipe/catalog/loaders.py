@@ -68,7 +68,7 @@ def _sites_per_aoi(root: Path, missing: list[str]) -> int | None:
 
     params_path = root / "params.yaml"
     if not params_path.exists():
-        missing.append(f"{params_path} (every candidate site of data/inputs/sites.csv is listed)")
+        missing.append(f"{params_path} (so the sites table lists every candidate site, not study.sites_per_aoi per AOI)")
         return None
     return load_params(params_path).study.sites_per_aoi
 
@@ -98,10 +98,12 @@ def load_sites(root: Path, missing: list[str]) -> pd.DataFrame:
     return frame[column_names("sites")]
 
 
-def _store_samples(root: Path) -> pd.DataFrame:
+def _store_samples(root: Path, missing: list[str]) -> pd.DataFrame:
     sites = _read_table(root / STORE_SITES, ["row", "site_id", "aoi_id", "latitude", "longitude"], "normalize_sentinel")
     year = None
-    if (root / STORE_TIMESTAMPS).exists():  # the year of each site's first timestep
+    if not (root / STORE_TIMESTAMPS).exists():
+        missing.append(f"{root / STORE_TIMESTAMPS} (the sentinel samples have no year; `dvc repro normalize_sentinel`)")
+    else:  # the year of each site's first timestep
         stamps = np.load(root / STORE_TIMESTAMPS, mmap_mode="r")
         if stamps.ndim != 3 or stamps.shape[0] != len(sites) or stamps.shape[2] != 3:
             raise InputDataError(root / STORE_TIMESTAMPS, f"has shape {stamps.shape}, not [{len(sites)}, T, 3] "
@@ -122,7 +124,7 @@ def _point_samples(root: Path, dataset: str) -> pd.DataFrame:
 
 def load_samples(root: Path, missing: list[str]) -> pd.DataFrame:
     """samples (without split): every training sample of the data sets that exist, plus ``split_dataset``."""
-    loads = {"sentinel": lambda: _store_samples(root),
+    loads = {"sentinel": lambda: _store_samples(root, missing),
              "alphaearth": lambda: _point_samples(root, "alphaearth"),
              "deepearth": lambda: _point_samples(root, "deepearth")}
     columns = [c for c in column_names("samples") if c != "split"]
