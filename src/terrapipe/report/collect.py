@@ -85,6 +85,7 @@ class TaskResult:
     task: str
     metric: str
     values: dict[str, float]                 # encoder, random_encoder, raw_pixels, majority
+    random_encoder_std: float | None         # std over the random encoder's seeds (a run-to-run spread)
     gain_over_random: float | None
     details: dict
     confusion: tuple[np.ndarray, np.ndarray] | None   # (actual, predicted) per test sample
@@ -193,8 +194,9 @@ def _task(path: Path, stage: str, task: str, entry, confusion_dir: Path) -> tupl
         missing = (Missing(str(confusion_dir / f"{task}.csv"), stage, "without actual/predicted columns"),)
     else:
         missing = problem
-    gain = entry.get("gain_over_random")
+    gain, std = entry.get("gain_over_random"), entry.get("random_encoder_std")
     return TaskResult(task, entry["metric"], {f: float(entry[f]) for f in TASK_METRIC_FIELDS},
+                      float(std) if isinstance(std, (int, float)) else None,
                       float(gain) if isinstance(gain, (int, float)) else None,
                       entry.get("details") if isinstance(entry.get("details"), dict) else {}, confusion), missing
 

@@ -268,7 +268,8 @@ def overview_table(inputs: ReportInputs, tasks: list[str]) -> Table:
         results = evaluations[run.key].tasks
         rows.append((codes[run.key], _final(run, "total"), _final(run, "info_nce"),
                      *(f"{_pm(results[t].values['encoder'], results[t].encoder_spread)} (random "
-                       f"{fmt(results[t].values['random_encoder'])})" if t in results else "not evaluated"
+                       f"{_pm(results[t].values['random_encoder'], results[t].random_encoder_std)})"
+                       if t in results else "not evaluated"
                        for t in tasks)))
     for name, label in (("raw_pixels", "raw pixels (baseline)"), ("majority", "majority class (baseline)")):
         first = [next((e.tasks[t].values[name] for e in inputs.evaluate if t in e.tasks), None) for t in tasks]
@@ -288,7 +289,8 @@ def downstream_section(inputs: ReportInputs, figures: set[str]) -> Section:
     for task in tasks:
         runs = [e for e in inputs.evaluate if task in e.tasks]
         metric = runs[0].tasks[task].metric
-        rows = tuple((codes[e.key], _pm(r.values["encoder"], r.encoder_spread), fmt(r.values["random_encoder"]),
+        rows = tuple((codes[e.key], _pm(r.values["encoder"], r.encoder_spread),
+                      _pm(r.values["random_encoder"], r.random_encoder_std),
                       fmt(r.values["raw_pixels"]), fmt(r.values["majority"]),
                       fmt(r.gain_over_random) if r.gain_over_random is not None else "n/a")
                      for e in runs for r in [e.tasks[task]])
@@ -304,10 +306,12 @@ def downstream_section(inputs: ReportInputs, figures: set[str]) -> Section:
         "Downstream evaluation",
         "Each pretrained encoder is frozen and scored on the sample tasks (stand-ins for m-eurosat, m-so2sat, "
         "PASTIS and MADOS, in their real formats). Baselines, scored the same way: the same architecture with "
-        "random weights (random encoder), the raw band values (raw pixels), and always predicting the most "
-        "frequent training class (majority class); gain over random = pretrained - random encoder. ± is the "
-        "std of the metric over 1000 bootstrap resamples of the test samples (the evaluation's sampling "
-        "noise; each experiment is trained once, so seed-to-seed spread is not measured).",
+        "random weights (random encoder: the mean over several random initializations ± their std, a "
+        "run-to-run spread), the raw band values (raw pixels), and always predicting the most frequent "
+        "training class (majority class); gain over random = pretrained - random encoder. The pretrained "
+        "encoder's ± is the std of its metric over 1000 bootstrap resamples of the test samples (the "
+        "evaluation's sampling noise; each experiment is pretrained once, so its seed-to-seed spread is not "
+        "measured).",
         blocks, tuple(subsections))
 
 

@@ -120,27 +120,27 @@ def _trend_text(run: PretrainRun, change: Comparison) -> str:
 def seed000_baseline_rises(inputs: ReportInputs) -> tuple[str, str]:
     run = next((r for r in inputs.pretrain if r.key == ERA5_BASELINE), None)
     if run is None:
-        return (NOT_EVALUATED, f"exp 15 (`{ERA5_BASELINE}`) is not in params.yaml pretrain.run")
+        return NOT_EVALUATED, f"exp 15 (`{ERA5_BASELINE}`) is not in params.yaml pretrain.run"
     change = info_nce_change(run)
     if change is None:
-        return (NOT_EVALUATED, _missing(run))
+        return NOT_EVALUATED, _missing(run)
     return (verdict([change.outcome], "higher"),
-                   f"InfoNCE of {_trend_text(run, change)} (least-squares slope x steps ± its standard error)")
+            f"InfoNCE of {_trend_text(run, change)} (least-squares slope x steps ± its standard error)")
 
 
 @hypothesis("000", "with ERA5 on the pooled representation instead (exps 1-5), InfoNCE does not increase with training")
 def seed000_alternatives_flat(inputs: ReportInputs) -> tuple[str, str]:
     runs = [r for r in inputs.pretrain if r.seed == "000" and r.key != ERA5_BASELINE]
     if not runs:
-        return (NOT_EVALUATED, "no seed 000 alternative (exps 1-5) is in params.yaml pretrain.run")
+        return NOT_EVALUATED, "no seed 000 alternative (exps 1-5) is in params.yaml pretrain.run"
     changes = [(r, info_nce_change(r)) for r in runs]
     judged = [(r, c) for r, c in changes if c is not None]
     if not judged:
-        return (NOT_EVALUATED, " ".join(_missing(r) for r, _ in changes))
+        return NOT_EVALUATED, " ".join(_missing(r) for r, _ in changes)
     rising = ["rises" if c.outcome == "higher" else "does not rise" for _, c in judged]
     outcome = NOT_SUPPORTED if "rises" in rising else SUPPORTED
     parts = [f"InfoNCE of {_trend_text(r, c)}: {word}" for (r, c), word in zip(judged, rising)]
-    return (outcome, "; ".join(parts) + " (a rise counts above twice its standard error)")
+    return outcome, "; ".join(parts) + " (a rise counts above twice its standard error)"
 
 
 def _task_comparison(a: EvaluateRun, b: EvaluateRun, task: str) -> Comparison | None:
@@ -166,7 +166,7 @@ def _pairs_finding(inputs: ReportInputs, pairs: list[tuple[str, str]], tasks_of,
                    absent: str) -> tuple[str, str]:
     """Compare experiment a with b on each task ``tasks_of(a_run, b_run)`` gives; one verdict for all."""
     if not pairs:
-        return (NOT_EVALUATED, absent)
+        return NOT_EVALUATED, absent
     outcomes, parts, missing = [], [], []
     for a, b in pairs:
         ea, eb = _evaluated(inputs, a), _evaluated(inputs, b)
@@ -182,9 +182,9 @@ def _pairs_finding(inputs: ReportInputs, pairs: list[tuple[str, str]], tasks_of,
             metric = ea.tasks[task].metric
             parts.append(f"`{a}` - `{b}` on {task} ({metric}) {fmt_diff(comparison)} ({_outcome_word(comparison)})")
     if not outcomes:
-        return (NOT_EVALUATED, "; ".join(dict.fromkeys(missing)) or absent)
+        return NOT_EVALUATED, "; ".join(dict.fromkeys(missing)) or absent
     return (verdict(outcomes, good),
-                   "; ".join(parts) + " (± the bootstrap std of the difference over test samples)")
+            "; ".join(parts) + " (± the bootstrap std of the difference over test samples)")
 
 
 def _outcome_word(c: Comparison) -> str:
@@ -204,7 +204,7 @@ def seed000_aux_losses(inputs: ReportInputs) -> tuple[str, str]:
     runs = [r for r in inputs.pretrain if r.era5_kind in ERA5_AUX_LOSS]
     if not runs:
         return (NOT_EVALUATED, "no experiment in params.yaml pretrain.run has an ERA5 "
-                       "regression or alignment loss (seed 000 exps 2-5)")
+                "regression or alignment loss (seed 000 exps 2-5)")
     outcomes, parts = [], []
     for run in runs:
         column = ERA5_AUX_LOSS[run.era5_kind]
@@ -217,7 +217,7 @@ def seed000_aux_losses(inputs: ReportInputs) -> tuple[str, str]:
         outcomes.append(change.outcome)
         parts.append(f"`{run.key}` {column} {fmt(float(values[0]))} at step {int(run.curves['step'][0])} -> "
                      f"{fmt(final.value)} over the last {run.window} steps ({fmt_diff(change)}, {_outcome_word(change)})")
-    return (verdict(outcomes, "lower"), "; ".join(parts))
+    return verdict(outcomes, "lower"), "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ seed 001
@@ -253,12 +253,12 @@ def _earth4d_absent(inputs: ReportInputs) -> str:
 def seed002_mape(inputs: ReportInputs) -> tuple[str, str]:
     holdout = ((inputs.earth4d.metrics or {}).get("holdouts") or {}).get("random")
     if holdout is None:
-        return (NOT_EVALUATED, _earth4d_absent(inputs))
+        return NOT_EVALUATED, _earth4d_absent(inputs)
     value = holdout["earth4d"]["mae_over_range_pct"]
     return (SUPPORTED if value <= DEEPEARTH_MAPE else NOT_SUPPORTED,
-                   f"on the random (interpolation) holdout of {holdout['rows']} points Earth4D scores {value:.2f}% "
-                   f"(mean-embedding baseline {holdout['mean_embedding']['mae_over_range_pct']:.2f}%, geodesic kNN "
-                   f"{holdout['knn_geodesic']['mae_over_range_pct']:.2f}%; one run, no spread)")
+            f"on the random (interpolation) holdout of {holdout['rows']} points Earth4D scores {value:.2f}% "
+            f"(mean-embedding baseline {holdout['mean_embedding']['mae_over_range_pct']:.2f}%, geodesic kNN "
+            f"{holdout['knn_geodesic']['mae_over_range_pct']:.2f}%; one run, no spread)")
 
 
 @hypothesis("002", "Earth4D's (lat, lon, elevation, time) encoding predicts AlphaEarth better than a location-only kNN")
@@ -266,7 +266,7 @@ def seed002_beats_knn(inputs: ReportInputs) -> tuple[str, str]:
     holdouts = (inputs.earth4d.metrics or {}).get("holdouts") or {}
     names = [h for h in EARTH4D_HOLDOUTS if h in holdouts]
     if not names:
-        return (NOT_EVALUATED, _earth4d_absent(inputs))
+        return NOT_EVALUATED, _earth4d_absent(inputs)
     outcomes, parts = [], []
     for name in names:
         h = holdouts[name]
@@ -274,7 +274,7 @@ def seed002_beats_knn(inputs: ReportInputs) -> tuple[str, str]:
         outcomes.append("higher" if ours < knn else "lower")      # higher = better here (lower error)
         parts.append(f"{name} {ours:.2f}% vs kNN {knn:.2f}% ({'beats' if ours < knn else 'does not beat'})")
     return (verdict(outcomes, "higher"),
-                   "100 x MAE / 2 on " + "; ".join(parts) + " (one run, no spread)")
+            "100 x MAE / 2 on " + "; ".join(parts) + " (one run, no spread)")
 
 
 # ------------------------------------------------------------------------------------------ seed 004
@@ -292,7 +292,7 @@ def _deepearth_absent(inputs: ReportInputs) -> str:
 def seed004_vision(inputs: ReportInputs) -> tuple[str, str]:
     vision = _classifier(inputs, "vision")
     if vision is None:
-        return (NOT_EVALUATED, _deepearth_absent(inputs))
+        return NOT_EVALUATED, _deepearth_absent(inputs)
     outcomes, parts = [], []
     for group, scores in vision["model"].items():
         if scores.get("top1_all") is None:
@@ -305,8 +305,8 @@ def seed004_vision(inputs: ReportInputs) -> tuple[str, str]:
         parts.append(f"{group} (n={scores['n']}) {fmt(scores['top1_all'])} vs {best_name} {fmt(best)} "
                      f"({fmt_diff(comparison)}, {_outcome_word(comparison)})")
     return (verdict(outcomes, "higher"),
-                   "top-1 (species unseen in training count as errors): " + "; ".join(parts)
-                   + " (± binomial standard errors)")
+            "top-1 (species unseen in training count as errors): " + "; ".join(parts)
+            + " (± binomial standard errors)")
 
 
 @hypothesis("004", ("the language classifier scores high but means little: its input is one vector per species, so it "
@@ -314,15 +314,15 @@ def seed004_vision(inputs: ReportInputs) -> tuple[str, str]:
 def seed004_language_lookup(inputs: ReportInputs) -> tuple[str, str]:
     language, vision = _classifier(inputs, "language"), _classifier(inputs, "vision")
     if language is None or vision is None:
-        return (NOT_EVALUATED, _deepearth_absent(inputs))
+        return NOT_EVALUATED, _deepearth_absent(inputs)
     lang, vis = language["model"]["test"], vision["model"]["test"]
     if lang.get("top1") is None or vis.get("top1") is None:
-        return (NOT_EVALUATED, "no test observation of a species seen in training")
+        return NOT_EVALUATED, "no test observation of a species seen in training"
     comparison = compare(binomial(lang["top1"], lang["n_seen"]), binomial(vis["top1"], vis["n_seen"]))
     return (verdict([comparison.outcome], "higher"),
-                   f"top-1 over test observations of trained species: language {fmt(lang['top1'])} (n={lang['n_seen']}) "
-                   f"vs vision {fmt(vis['top1'])} (n={vis['n_seen']}), difference {fmt_diff(comparison)} "
-                   f"({_outcome_word(comparison)})")
+            f"top-1 over test observations of trained species: language {fmt(lang['top1'])} (n={lang['n_seen']}) "
+            f"vs vision {fmt(vis['top1'])} (n={vis['n_seen']}), difference {fmt_diff(comparison)} "
+            f"({_outcome_word(comparison)})")
 
 
 @hypothesis("004", ("cross-modal reconstruction links vision to language: species never trained on are identified from "
@@ -330,7 +330,7 @@ def seed004_language_lookup(inputs: ReportInputs) -> tuple[str, str]:
 def seed004_zero_shot(inputs: ReportInputs) -> tuple[str, str]:
     zero_shot = ((inputs.deepearth.metrics or {}).get("autoencoder") or {}).get("zero_shot")
     if not zero_shot:
-        return (NOT_EVALUATED, _deepearth_absent(inputs))
+        return NOT_EVALUATED, _deepearth_absent(inputs)
     outcomes, parts = [], []
     for reading, scores in zero_shot.items():
         held = scores["held_out_only"]
@@ -340,7 +340,7 @@ def seed004_zero_shot(inputs: ReportInputs) -> tuple[str, str]:
         outcomes.append(comparison.outcome)
         parts.append(f"{reading}: top-1 {fmt(held['top1'])} among {held['candidates']} held-out species vs chance "
                      f"{fmt(held['chance_top1'])} (n={held['n']}, {_outcome_word(comparison)})")
-    return (verdict(outcomes, "higher"), "; ".join(parts))
+    return verdict(outcomes, "higher"), "; ".join(parts)
 
 
 def findings(inputs: ReportInputs) -> list[Finding]:
