@@ -189,7 +189,7 @@ def fetch_sentinel(params, study, out_dir: Path) -> None:
 
     world = World(params.seed)
     sites = [SimpleNamespace(**row) for row in study.sites.to_dict("records")]
-    with process_pool() as pool, open(out_dir / "scenes.csv", "w", newline="") as listing:
+    with process_pool(params.compute) as pool, open(out_dir / "scenes.csv", "w", newline="") as listing:
         writer = csv.writer(listing, lineterminator="\n")
         writer.writerow(SCENE_COLUMNS)
         jobs = ordered_map(pool, _write_site_in_env, ((out_dir, world, site, params) for site in sites))
