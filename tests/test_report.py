@@ -183,6 +183,30 @@ def write_all(root: Path, keys: dict, *, eurosat_flips: int, baseline_rises: boo
     write_data(root)
 
 
+def unbalanced_tags(html: str) -> list:
+    """Tags closed out of order or never closed (the HTML is hand-written by terrapipe.report.document)."""
+    from html.parser import HTMLParser
+
+    class Parser(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.errors = [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("meta", "img"):
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            if self.stack and self.stack[-1] == tag:
+                self.stack.pop()
+            else:
+                self.errors.append(tag)
+
+    parser = Parser()
+    parser.feed(html)
+    return parser.errors + parser.stack
+
+
 def referenced_images(out: Path) -> tuple[list[str], list[str]]:
     html = (out / "index.html").read_text()
     markdown = (out / "report.md").read_text()
@@ -213,6 +237,7 @@ def test_full_report_every_image_exists_and_is_referenced(tmp_path, params, keys
             "deepearth_classifiers.png", "split_sites.png", "earth4d_roi_rgb_progression.gif"} <= set(on_disk)
     assert summary["missing"] == []
     html = (out / "index.html").read_text()
+    assert unbalanced_tags(html) == []
     assert "../data/quality/docs/index.html" in html and "http" not in html.replace("http-equiv", "")
     for key in keys.values():
         assert key in html
