@@ -385,7 +385,7 @@ def deepearth_section(inputs: ReportInputs, figures: set[str]) -> Section:
         "DeepEarth classifiers (seed 004)",
         "Species classifiers on DeepEarth's spatiotemporal split: trained on observations before the held-out "
         "year outside the test regions, tested on the held-out year (`temporal_test`) and on each spatial "
-        "region (`spatial_region_k`); `test` is all of them. Top-1 (trained species) ignores test "
+        "region (`spatial_test_region_k`); `test` is all of them. Top-1 (trained species) ignores test "
         "observations of species absent from training; top-1 (all) counts them as errors. Baselines: the "
         "most frequent training species (majority) and the nearest class centroid of the embeddings. A "
         "vision accuracy p over n observations has a binomial spread sqrt(p(1-p)/n).", tuple(blocks))

@@ -111,6 +111,7 @@ def downstream_figure(inputs: ReportInputs, out_dir: Path) -> list[str]:
             ax.set_xticks(x, [codes[e.key] for e in runs])
             ax.set_title(f"{task}: {runs[0].tasks[task].metric}")
             ax.set_ylim(0, 1.25)                       # headroom for the legend
+            ax.set_yticks(np.linspace(0, 1, 6))
         fig.axes[0].legend(loc="upper left", ncol=2)
         return [_save(fig, out_dir / DOWNSTREAM_FIGURE)]
 
@@ -161,6 +162,7 @@ def deepearth_figure(inputs: ReportInputs, out_dir: Path) -> list[str]:
             ax.bar(x + (s - (len(series) - 1) / 2) * width, values, width, color=COLOURS[s], label=label)
         ax.set_xticks(x, groups, rotation=20)
         ax.set_ylim(0, 1.3)                            # headroom for the legend
+        ax.set_yticks(np.linspace(0, 1, 6))
         ax.set_ylabel("top-1 accuracy (unseen species count as errors)")
         ax.set_title("DeepEarth species classifiers per split reason")
         ax.legend(loc="upper left", ncol=2)
