@@ -11,12 +11,14 @@ outputs are byte-identical: the setting says where the work runs, never what it 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 WINDOW = 16
 SCHEDULER_ENV = "TERRAPIPE_DASK_SCHEDULER"
+log = logging.getLogger("terrapipe")
 CONNECT_TIMEOUT_S = 5     # a wrong address fails in seconds, not after distributed's default 30 s
 WORKERS_TIMEOUT_S = 30    # a scheduler may be up before its workers (a cluster being started)
 
@@ -54,6 +56,7 @@ def _dask_pool(address: str, origin: str):
     try:
         with client.get_executor(pure=False) as pool:  # pure=False: jobs write files, never deduplicate them
             pool.slots = sum(client.nthreads().values())
+            log.info("per-site work on the Dask cluster at %s (%s): %d worker thread(s)", address, origin, pool.slots)
             yield pool
     finally:
         client.close()
@@ -62,7 +65,7 @@ def _dask_pool(address: str, origin: str):
 def _unusable(address: str, origin: str, problem: str, fix: str):
     from terrapipe.errors import ConfigError
 
-    overrides = " (it overrides params.yaml compute.dask_scheduler)" if origin == f"{SCHEDULER_ENV}" else ""
+    overrides = " (it overrides params.yaml compute.dask_scheduler)" if origin == SCHEDULER_ENV else ""
     return ConfigError(f"{origin} = {address!r}{overrides}: {problem}. {fix}; or run on the local process pool: "
                        f"unset {SCHEDULER_ENV} and set compute.dask_scheduler: null in params.yaml")
 
