@@ -21,6 +21,7 @@ from terrapipe.report.collect import (
 from terrapipe.report.stats import (
     Comparison,
     Estimate,
+    Trend,
     binomial,
     compare,
     paired_spread,
@@ -102,18 +103,15 @@ def _missing(part) -> str:
 
 # ------------------------------------------------------------------------------------------ seed 000
 
-def info_nce_change(run: PretrainRun) -> Comparison | None:
-    """Change of InfoNCE over the second half of training (OLS slope x steps) with its spread."""
+def info_nce_trend(run: PretrainRun) -> Trend | None:
+    """InfoNCE's least-squares trend over the second half of training (None without the curve)."""
     if run.curves is None or "info_nce" not in run.curves:
         return None
-    trend = second_half_trend(run.curves["step"], run.curves["info_nce"])
-    return None if trend is None else trend.change
+    return second_half_trend(run.curves["step"], run.curves["info_nce"])
 
 
-def _trend_text(run: PretrainRun, change: Comparison) -> str:
-    steps = run.curves["step"]
-    half = steps[steps >= steps.min() + (steps.max() - steps.min()) / 2]
-    return f"`{run.key}` {fmt_diff(change)} over steps {int(half.min())}-{int(half.max())}"
+def _trend_text(run: PretrainRun, trend: Trend) -> str:
+    return f"`{run.key}` {fmt_diff(trend.change)} over steps {trend.first_step}-{trend.last_step}"
 
 
 @hypothesis("000", "ERA5 as a per-token reconstruction target (exp 15) makes InfoNCE increase with longer training")
@@ -121,11 +119,11 @@ def seed000_baseline_rises(inputs: ReportInputs) -> tuple[str, str]:
     run = next((r for r in inputs.pretrain if r.key == ERA5_BASELINE), None)
     if run is None:
         return NOT_EVALUATED, f"exp 15 (`{ERA5_BASELINE}`) is not in params.yaml pretrain.run"
-    change = info_nce_change(run)
-    if change is None:
+    trend = info_nce_trend(run)
+    if trend is None:
         return NOT_EVALUATED, _missing(run)
-    return (verdict([change.outcome], "higher"),
-            f"InfoNCE of {_trend_text(run, change)} (least-squares slope x steps ± its standard error)")
+    return (verdict([trend.change.outcome], "higher"),
+            f"InfoNCE of {_trend_text(run, trend)} (least-squares slope x steps ± its standard error)")
 
 
 @hypothesis("000", "with ERA5 on the pooled representation instead (exps 1-5), InfoNCE does not increase with training")
@@ -133,13 +131,13 @@ def seed000_alternatives_flat(inputs: ReportInputs) -> tuple[str, str]:
     runs = [r for r in inputs.pretrain if r.seed == "000" and r.key != ERA5_BASELINE]
     if not runs:
         return NOT_EVALUATED, "no seed 000 alternative (exps 1-5) is in params.yaml pretrain.run"
-    changes = [(r, info_nce_change(r)) for r in runs]
-    judged = [(r, c) for r, c in changes if c is not None]
+    trends = [(r, info_nce_trend(r)) for r in runs]
+    judged = [(r, t) for r, t in trends if t is not None]
     if not judged:
-        return NOT_EVALUATED, " ".join(_missing(r) for r, _ in changes)
-    rising = ["rises" if c.outcome == "higher" else "does not rise" for _, c in judged]
+        return NOT_EVALUATED, " ".join(_missing(r) for r, _ in trends)
+    rising = ["rises" if t.change.outcome == "higher" else "does not rise" for _, t in judged]
     outcome = NOT_SUPPORTED if "rises" in rising else SUPPORTED
-    parts = [f"InfoNCE of {_trend_text(r, c)}: {word}" for (r, c), word in zip(judged, rising)]
+    parts = [f"InfoNCE of {_trend_text(r, t)}: {word}" for (r, t), word in zip(judged, rising)]
     return outcome, "; ".join(parts) + " (a rise counts above twice its standard error)"
 
 
