@@ -328,6 +328,7 @@ def test_missing_inputs_are_named_with_their_stage(tmp_path, params, keys):
                   "split@deepearth", "split_sites", "validate"):
         assert f"dvc repro {stage}" in markdown, stage
     assert "unreadable" in markdown and "Not evaluated:" in markdown
+    assert str(tmp_path) not in markdown                 # repository paths, not this machine's
 
 
 def test_stage_writes_reports_atomically(tmp_path, keys):

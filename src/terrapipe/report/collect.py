@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -258,12 +259,17 @@ def collect(root: Path, params) -> ReportInputs:
         runs.append(read_pretrain(root, key, pretrain.experiments[key].get("about", ""),
                                   len(config.groups("s2").names) if "s2" in config.token_modalities else 0,
                                   config.era5.kind))
+    def shown(part):
+        """``part`` with its missing paths relative to ``root`` (the report names repository paths)."""
+        prefix = f"{Path(root)}{os.sep}"
+        return replace(part, missing=tuple(replace(m, path=m.path.removeprefix(prefix)) for m in part.missing))
+
     return ReportInputs(
         run=tuple(pretrain.run),
-        pretrain=tuple(runs),
-        evaluate=tuple(read_evaluate(root, key) for key in pretrain.run),
-        earth4d=read_model_folder(root / paths.EARTH4D, EARTH4D_METRICS, "earth4d_alphaearth", EARTH4D_IMAGES),
-        deepearth=read_model_folder(root / paths.DEEPEARTH, DEEPEARTH_METRICS, "deepearth_classify", {}),
-        splits=tuple(read_split(root, d) for d in REPORT_SPLITS),
-        quality=read_quality(root),
+        pretrain=tuple(map(shown, runs)),
+        evaluate=tuple(shown(read_evaluate(root, key)) for key in pretrain.run),
+        earth4d=shown(read_model_folder(root / paths.EARTH4D, EARTH4D_METRICS, "earth4d_alphaearth", EARTH4D_IMAGES)),
+        deepearth=shown(read_model_folder(root / paths.DEEPEARTH, DEEPEARTH_METRICS, "deepearth_classify", {})),
+        splits=tuple(shown(read_split(root, d)) for d in REPORT_SPLITS),
+        quality=shown(read_quality(root)),
     )

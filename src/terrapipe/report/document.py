@@ -310,8 +310,8 @@ def downstream_section(inputs: ReportInputs, figures: set[str]) -> Section:
         "run-to-run spread), the raw band values (raw pixels), and always predicting the most frequent "
         "training class (majority class); gain over random = pretrained - random encoder. The pretrained "
         "encoder's ± is the std of its metric over 1000 bootstrap resamples of the test samples (the "
-        "evaluation's sampling noise; each experiment is pretrained once, so its seed-to-seed spread is not "
-        "measured).",
+        "evaluation's sampling noise; pixels of PASTIS and MADOS are resampled one by one, so there it is a "
+        "lower bound; each experiment is pretrained once, so its seed-to-seed spread is not measured).",
         blocks, tuple(subsections))
 
 
