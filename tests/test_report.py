@@ -331,7 +331,9 @@ def test_missing_inputs_are_named_with_their_stage(tmp_path, params, keys):
     assert str(tmp_path) not in markdown                 # repository paths, not this machine's
 
 
-def test_stage_writes_reports_atomically(tmp_path, keys):
+def test_stage_writes_reports_atomically(tmp_path, params, keys):
+    from terrapipe.report.build import write_report
+
     write_all(tmp_path, keys, eurosat_flips=60)
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "stale.txt").write_text("from an older report")
@@ -339,6 +341,8 @@ def test_stage_writes_reports_atomically(tmp_path, keys):
     out = tmp_path / "reports"
     assert sorted(p.name for p in out.iterdir()) == ["figures", "index.html", "report.md"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".reports")]
+    write_report(params, tmp_path, tmp_path / "in_process")
+    assert tree_digest(out) == tree_digest(tmp_path / "in_process")   # same bytes in another process
 
 
 def test_an_input_of_another_format_is_named_not_fatal(tmp_path, params, keys):
