@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from terrapipe.report.alphaearth_maps import SAVE as MAP_SAVE
+from terrapipe.report.alphaearth_maps import STYLE as MAP_STYLE
 from terrapipe.report.collect import FORMAT_ERRORS, PretrainRun, ReportInputs, format_problem
 
 log = logging.getLogger("terrapipe")
-DPI = 90
-STYLE = {"font.family": "DejaVu Sans", "font.size": 7, "axes.titlesize": 8, "legend.fontsize": 6}
-SAVE = {"dpi": DPI, "metadata": {"Software": None}}
+STYLE = {**MAP_STYLE, "legend.fontsize": 6}
+SAVE = {**MAP_SAVE, "dpi": 90}     # the maps' settings (no "Software" metadata), a little sharper for text
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
 ERA5_FIGURE, BANDSET_FIGURE = "pretrain_era5_info_nce.png", "pretrain_bandsets.png"
 DOWNSTREAM_FIGURE, EARTH4D_FIGURE, DEEPEARTH_FIGURE = "downstream.png", "earth4d_holdouts.png", "deepearth_classifiers.png"
