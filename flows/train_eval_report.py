@@ -1,0 +1,49 @@
+"""train -> downstream-eval -> report through DVC, as one Prefect flow run.
+
+    python flows/train_eval_report.py                 # the default set (params.yaml pretrain.run) on an
+                                                      # ephemeral local server, or on PREFECT_API_URL's
+    python flows/train_eval_report.py KEY [KEY ...]   # chosen experiments (terrapipe experiments list)
+
+Run from the repository root. Data stages -> validate (a broken data contract stops the run before any
+training) -> per experiment train (`dvc repro pretrain@KEY`) and evaluate (`dvc repro evaluate@KEY`) ->
+report; then one catalog row per experiment and keyed artifacts (report, metrics, training progress,
+data quality). DVC decides what actually reruns; stages this project's dvc.yaml lacks are skipped.
+"""
+from __future__ import annotations
+
+import sys
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+
+from terrapipe.orchestration import artifacts, project
+from terrapipe.orchestration.dvc import ensure_dvc_limit
+from terrapipe.orchestration.tasks import data_and_validate, record, repro
+
+
+@flow(name="train-eval-report", log_prints=True)
+def train_eval_report(experiments: list[str] | None = None) -> list[dict]:
+    """Train, evaluate and report ``experiments`` (None: params.yaml pretrain.run); returns the metrics rows."""
+    keys = project.experiment_keys(experiments)  # an unknown key stops here, before any work
+    stages = project.stages()
+    ensure_dvc_limit()
+    data_and_validate(stages)
+    progress = artifacts.Progress(len(keys))
+    for key in keys:
+        for stage, verb in ((stages.pretrain, "train"), (stages.evaluate, "evaluate")):
+            if stage is not None:
+                repro([stages.per_experiment(stage, key)], label=f"{verb}-{key}")
+        progress.advance()
+    if stages.report is not None:
+        repro([stages.report], label="report")
+        artifacts.publish_report()
+    found = {key: project.experiment_metrics(key) for key in keys}
+    for key in keys:
+        record(key, "train_eval_report", project.resolved_params(key), found[key], flow_run.id)
+    rows = artifacts.publish_metrics(keys, found=found)
+    get_run_logger().info("done: %d experiment(s); report in reports/index.html", len(keys))
+    return rows
+
+
+if __name__ == "__main__":
+    train_eval_report(sys.argv[1:] or None)

@@ -1,0 +1,7 @@
+"""What the Prefect flows in flows/ call: DVC decides what must be recomputed, Prefect when and where it runs.
+
+dvc.py runs `dvc` commands one at a time with their log streamed into the run log and sorts failures into
+transient (retried) and permanent (never retried); project.py reads the stage names and experiment keys
+of the project being run; artifacts.py turns the pipeline's outputs into Prefect artifacts; tasks.py holds
+the Prefect tasks. Only flows import this package, so `terrapipe --help` never pays for Prefect.
+"""

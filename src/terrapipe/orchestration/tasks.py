@@ -1,0 +1,54 @@
+"""The Prefect tasks the flows in flows/ are made of.
+
+Retries live here only, and only for transient failures (``retry_transient``). Caching is off everywhere
+(NO_CACHE): DVC already skips a stage whose code, data and params are unchanged, and a Prefect cache keyed
+on anything less than all of them could return a result for changed inputs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from terrapipe import paths
+from terrapipe.orchestration import artifacts
+from terrapipe.orchestration.dvc import DvcCommandError, retry_transient, run_dvc
+from terrapipe.orchestration.project import Stages
+
+RETRY_DELAYS_S = [2, 10, 30]  # DVC's lock is held for a stage's length; remotes recover in seconds to minutes
+
+
+@task(task_run_name="{label}", retries=len(RETRY_DELAYS_S), retry_delay_seconds=RETRY_DELAYS_S,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE, tags=["dvc"])
+def dvc(args: list[str], label: str) -> str:
+    """One `dvc` command (repro, pull, push, exp run), its log streamed into this task's log."""
+    return run_dvc(*args)
+
+
+def repro(targets: list[str] | tuple[str, ...], label: str) -> str:
+    """`dvc repro TARGETS` as a task named ``label`` (DVC runs what changed, skips the rest)."""
+    return dvc(["repro", *targets], label=label)
+
+
+@task(task_run_name="catalog-{experiment}", cache_policy=NO_CACHE)
+def record(experiment: str, kind: str, params: dict, metrics: dict, flow_run_id: str | None) -> str:
+    """One row in the DuckDB catalog's ``runs`` table (it waits for, or reports, another writer itself)."""
+    from terrapipe.catalog import record_run
+
+    return record_run(paths.CATALOG, experiment=experiment, kind=kind, params=params, metrics=metrics,
+                      flow_run_id=flow_run_id, root=Path("."))
+
+
+def data_and_validate(stages: Stages) -> None:
+    """The data stages, then validate; its summary (or its failure) as the data-quality artifact."""
+    if stages.data:
+        repro(list(stages.data), label="data-stages")
+    if stages.validate is None:
+        return
+    try:
+        repro([stages.validate], label="validate")
+    except DvcCommandError as exc:
+        artifacts.publish_quality(failure=exc.tail)
+        raise
+    artifacts.publish_quality()
