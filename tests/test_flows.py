@@ -89,6 +89,7 @@ def test_unknown_experiment_stops_before_any_work(tiny_project):
     assert stage_runs(tiny_project) == []
 
 
+@pytest.mark.slow  # DVC start-up (1.5-3 s a call) times the calls of whole flow runs
 def test_train_eval_report_runs_records_and_never_serves_changed_params_from_cache(tiny_project):
     flow = load("train_eval_report")
     state = flow(return_state=True)
@@ -178,6 +179,7 @@ def test_lock_contention_is_retried(tiny_project):
     assert stage_runs(tiny_project) == ["fetch_era5"]
 
 
+@pytest.mark.slow  # DVC start-up (1.5-3 s a call) times the calls of whole flow runs
 def test_data_refresh_pushes_then_restores_from_the_remote(tiny_project, tmp_path):
     refresh = load("data_refresh")
     refresh()
@@ -196,6 +198,7 @@ def test_data_refresh_pushes_then_restores_from_the_remote(tiny_project, tmp_pat
     assert (tiny_project / "data" / "raw" / "era5" / "series.txt").read_text() == "seed=0\n"
 
 
+@pytest.mark.slow  # DVC start-up (1.5-3 s a call) times the calls of whole flow runs
 def test_sweep_runs_each_experiment_as_its_own_dvc_experiment_and_flow_run(tiny_project):
     dvc(tiny_project, "repro", "-q")
     git(tiny_project, "add", "-A")
