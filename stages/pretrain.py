@@ -2,6 +2,8 @@
 
     python stages/pretrain.py KEY                                   # one process (CPU or one GPU)
     torchrun --standalone --nproc_per_node 2 stages/pretrain.py KEY # DDP: the global batch split over ranks
+    TERRAPIPE_NPROC_PER_NODE=2 python stages/pretrain.py KEY        # the same: it re-executes under torchrun
+                                                                    # (how `dvc repro` trains on N GPUs)
 
 An interrupted run resumes from models/pretrain/KEY/checkpoint.pt when its experiment config is unchanged.
 """
@@ -21,4 +23,7 @@ def main(args):
 
 
 if __name__ == "__main__":
+    from terrapipe.orchestration.torchrun import reexec_under_torchrun
+
+    reexec_under_torchrun(__file__)  # TERRAPIPE_NPROC_PER_NODE > 1 (the Kubernetes pool's GPU count)
     run_stage(main, __doc__, add_args)

@@ -142,3 +142,54 @@ def test_rendered_job_requests_the_gpus_and_runs_torchrun_on_them(document, temp
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert pod["volumes"][0]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, None),
+    ({"TERRAPIPE_NPROC_PER_NODE": "1"}, None),
+    ({"TERRAPIPE_NPROC_PER_NODE": "4", "LOCAL_RANK": "0"}, None),   # already a rank: never nested
+    ({"TERRAPIPE_NPROC_PER_NODE": "4"}, ["--nproc_per_node=4", "--standalone"]),
+    ({"TERRAPIPE_NPROC_PER_NODE": "8", "TERRAPIPE_NNODES": "2", "TERRAPIPE_MASTER_ADDR": "train-0.train",
+      "JOB_COMPLETION_INDEX": "1"},
+     ["--nproc_per_node=8", "--nnodes=2", "--node_rank=1", "--master_addr=train-0.train", "--master_port=29500"]),
+])
+def test_torchrun_command(env, expected):
+    import sys
+
+    from terrapipe.orchestration.torchrun import torchrun_command
+
+    command = torchrun_command("stages/pretrain.py", ["KEY"], env)
+    assert command == (None if expected is None else
+                       [sys.executable, "-m", "torch.distributed.run", *expected, "stages/pretrain.py", "KEY"])
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"TERRAPIPE_NPROC_PER_NODE": "two"}, "TERRAPIPE_NPROC_PER_NODE='two'"),
+    ({"TERRAPIPE_NPROC_PER_NODE": "2", "TERRAPIPE_NNODES": "2"}, "TERRAPIPE_MASTER_ADDR"),
+    ({"TERRAPIPE_NNODES": "2", "TERRAPIPE_MASTER_ADDR": "h", "TERRAPIPE_NODE_RANK": "2"}, "node rank 2"),
+])
+def test_torchrun_settings_are_checked(env, message):
+    from terrapipe.errors import ConfigError
+    from terrapipe.orchestration.torchrun import torchrun_command
+
+    with pytest.raises(ConfigError, match=message):
+        torchrun_command("stages/pretrain.py", [], env)
+
+
+def test_a_stage_reexecutes_itself_as_two_torchrun_ranks(tmp_path):
+    """What stages/pretrain.py does first: with TERRAPIPE_NPROC_PER_NODE=2 the same command runs as 2 ranks."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "stage.py"
+    script.write_text(f"import os, sys\nsys.path.insert(0, {str(REPO / 'src')!r})\n"
+                      "from terrapipe.orchestration.torchrun import reexec_under_torchrun\n"
+                      "reexec_under_torchrun(__file__)\n"
+                      "print(f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: {sys.argv[1:]}\")\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    result = subprocess.run([sys.executable, str(script), "era5_reg_mean"], env={**env, "TERRAPIPE_NPROC_PER_NODE": "2",
+                            "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(result.stdout.split("\n")[:2]) == ["rank 0 of 2: ['era5_reg_mean']", "rank 1 of 2: ['era5_reg_mean']"]
+    assert "running under torchrun" in result.stderr
