@@ -18,7 +18,7 @@ def main(args):
     split_of = read_split_assignments(SITE_SPLIT)
     with atomic_path(OUT, directory=True) as tmp:
         build_store(RAW, sites, split_of, sentinel.sensors, sentinel.s2_bands, sentinel.chip_size,
-                    params.study.months, params.normalize.std_multiplier, tmp)
+                    params.study.months, params.normalize.std_multiplier, tmp, params.compute)
 
 
 if __name__ == "__main__":

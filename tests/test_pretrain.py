@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = {"model": {"size": "pico"},
         "sampling": {"patch_sizes": [4], "hw_tokens": [2], "token_budget": 96},
         "train": {"steps": 6, "global_batch": 8, "microbatch": 4, "checkpoint_every": 3, "seed": 3},
-        "optim": {"warmup_steps": 2}, "tracking": {"wandb": "disabled"}}
+        "optim": {"warmup_steps": 2}, "tracking": {"wandb": "disabled"},
+        "downstream": {"every": 0}}   # the kNN callback has its own tests (test_pretrain_callback.py)
 
 
 def tiny_config(key: str, **override) -> ExperimentConfig:

@@ -304,7 +304,7 @@ def _quality_section(mod: Modality, sites, missing: np.ndarray, saturated: np.nd
 
 
 def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_bands, chip_size: int,
-                months: int, std_multiplier: float, out_dir: Path) -> dict:
+                months: int, std_multiplier: float, out_dir: Path, compute=None) -> dict:
     """Write the store, quality.json and raw_files.parquet into ``out_dir``; return the stats document.
 
     Two streaming passes: (1) raw physical values into the memory-mapped arrays while accumulating
@@ -337,7 +337,7 @@ def build_store(raw_dir: Path, sites, split_of: dict[str, str], sensors, s2_band
                     {m.key: by_site_sensor.get((site.site_id, m.key), []) for m in mods},     # pool asks: flat memory
                     site_months(site.start_date, months), land_use is not None)
             for site, grid in zip(site_list, grids))
-    with process_pool() as pool:  # decoding ~30 small GeoTIFFs per site is the work: one process per core
+    with process_pool(compute) as pool:  # decoding ~30 small GeoTIFFs per site is the work: one process per core
         reads = ordered_map(pool, _read_site, jobs)
         for i, (site, grid, read) in enumerate(tqdm(zip(site_list, grids, reads), total=n,
                                                     desc="normalize_sentinel", unit="site", mininterval=2)):

@@ -19,7 +19,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, document
     state = {"format": FORMAT, "step": step, "experiment": document, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "rng": {"torch": torch.get_rng_state()}, "history": list(result.history),
-             "skipped_steps": result.skipped_steps, **extra}
+             "skipped_steps": result.skipped_steps, "evaluations": list(result.evaluations), **extra}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

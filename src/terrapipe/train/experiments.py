@@ -221,6 +221,15 @@ class TrackingConfig(_Section):
         return value
 
 
+class DownstreamCallbackConfig(_Section):
+    """kNN on a downstream task's valid partition every ``every`` steps and at the end (train/callbacks.py);
+    0 turns it off."""
+    every: int = Field(0, ge=0)
+    task: Literal["eurosat", "so2sat"] = "eurosat"
+    k: int = Field(20, ge=1)
+    temperature: float = Field(0.07, gt=0)
+
+
 class ExperimentConfig(_Section):
     """Everything one pretraining run is built from; two runs differ only where their configs differ."""
     mix: ModalityMix = ModalityMix()
@@ -233,6 +242,7 @@ class ExperimentConfig(_Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    downstream: DownstreamCallbackConfig = DownstreamCallbackConfig()
 
     @model_validator(mode="after")
     def _consistent(self):

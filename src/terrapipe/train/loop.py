@@ -75,6 +75,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)    # deterministic per-step metrics (checkpointed, DVC)
     timing: list[dict] = field(default_factory=list)     # samples/s, tokens/s, data wait: this machine's speed
     skipped_steps: int = 0
+    evaluations: list[dict] = field(default_factory=list)  # the downstream callback's points (step, metric)
     data_wait_s: float = 0.0
     step_s: float = 0.0
 
@@ -172,6 +173,7 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         start, result.history, result.skipped_steps = state["step"], state["history"], state["skipped_steps"]
+        result.evaluations = state.get("evaluations", [])
     wrapped = objective
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -179,6 +181,11 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and train_cfg.bf16)
     mine = list(range(dist_info.rank, n_micro, dist_info.world))
     end = min(train_cfg.steps, stop_at if stop_at is not None else train_cfg.steps)
+    callback = None
+    if dist_info.main:
+        from terrapipe import paths
+        from terrapipe.train.callbacks import knn_callback
+        callback = knn_callback(config, extra_state or {}, paths.task_dir(config.downstream.task))
 
     def make(step: int, micro: int):
         shape = step_shape(config, step, months, chip)
@@ -242,6 +249,11 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
         result.data_wait_s += loader.wait_s - wait_before
         result.step_s += elapsed
         wait_before = loader.wait_s
+        point = callback(model.encoder, step + 1) if callback is not None else None
+        if point is not None:
+            result.evaluations.append(point)
+            if tracker is not None:
+                tracker(point)
         step_parts, step_tokens, step_start = [], 0, time.perf_counter()
         if (step + 1) % train_cfg.checkpoint_every == 0 or step + 1 == end:
             if dist_info.main:

@@ -19,6 +19,7 @@ from terrapipe.train.experiments import PretrainParams, resolve, resolved_docume
 
 CURVES = "curves.csv"      # DVC plots: deterministic per-step metrics (same bytes on a rerun)
 METRICS = "metrics.json"   # DVC metrics
+DOWNSTREAM = "downstream.csv"  # DVC plots: the in-training kNN curve (train/callbacks.py)
 TIMING = "timing.csv"      # samples/s, tokens/s, data-wait share per step: not tracked (machine-dependent)
 SUMMARY_STEPS = 10  # the final metrics average the last steps, so one noisy batch does not decide a comparison
 TAG_LIMIT = 64      # W&B refuses a longer tag (and the run with it)
@@ -72,10 +73,10 @@ def summarize(history: list[dict], skipped: int) -> dict:
             "final_averages_last_steps": len(last)}
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def _write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
     from terrapipe.atomic import atomic_path
 
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, columns)
@@ -83,13 +84,20 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
 
 
-def write_outputs(out_dir: Path, result) -> None:
+def write_outputs(out_dir: Path, result, downstream_metric: str) -> None:
+    """curves.csv, downstream.csv (the callback's curve: a header alone when it is off, so DVC always finds
+    the plot), metrics.json (+ the callback's last value) and the untracked timing.csv."""
     from terrapipe.atomic import write_json
 
     _write_csv(out_dir / CURVES, result.history)
+    _write_csv(out_dir / DOWNSTREAM, result.evaluations, columns=["step", downstream_metric])
     if result.timing:
         _write_csv(out_dir / TIMING, result.timing)
-    write_json(out_dir / METRICS, summarize(result.history, result.skipped_steps))
+    metrics = summarize(result.history, result.skipped_steps)
+    if result.evaluations:
+        metrics["downstream"] = {downstream_metric: result.evaluations[-1][downstream_metric],
+                                 "step": result.evaluations[-1]["step"]}
+    write_json(out_dir / METRICS, metrics)
 
 
 def run_experiment(pretrain: PretrainParams, key: str, out_dir: Path | None = None, *,
@@ -121,5 +129,6 @@ def run_experiment(pretrain: PretrainParams, key: str, out_dir: Path | None = No
         if wandb_run is not None:
             wandb_run.finish()
     if main:
-        write_outputs(out_dir, result)
+        from terrapipe.train.callbacks import metric_name
+        write_outputs(out_dir, result, metric_name(config.downstream.task))
     return result
