@@ -117,7 +117,7 @@ def _point_samples(root: Path, dataset: str) -> pd.DataFrame:
 
     path, id_column = {"alphaearth": (ALPHAEARTH_INPUT, "point_id"), "deepearth": (DEEPEARTH_INPUT, "observation_id")}[dataset]
     if not (root / path).exists():
-        raise InputDataError(root / path, "missing", f"Run `dvc repro normalize_{dataset}`")
+        raise InputDataError(root / path, "missing", "Run `dvc repro " + f"normalize_{dataset}`")
     frame = read_points(root / path, id_column, [])
     return frame.assign(dataset=dataset, id=frame["id"].astype(str), site_id=None, aoi_id=None)
 
