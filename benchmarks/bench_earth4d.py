@@ -4,16 +4,17 @@ against this machine's memory bandwidth.
     python benchmarks/bench_earth4d.py [--batch 8192] [--threads 2] [--presets cpu deepearth_162d]
 
 In one process, for each preset:
-  - samples/s of forward + backward (gradients w.r.t. the tables) of the vectorised encoder, after one
-    warm-up step, beside ``encode_per_level`` (a per-level PyTorch loop computing the same features)
-    measured on the same batch: the ratio (target >= 5 at the "cpu" preset; >= 100k samples/s there);
+  - samples/s of forward + backward (gradients w.r.t. the tables) of the vectorised encoder beside
+    ``encode_per_level`` (a per-level PyTorch loop computing the same features) on the same batch, their
+    steps interleaved in rounds so both see the same load: the ratio of the best steps (target >= 5 at
+    the "cpu" preset; >= 100k samples/s there), and of the median steps;
   - table bytes touched per second, 8 corners x levels x F x 4 B per sample for the gather plus the same
     for the scatter, beside the memory bandwidth of a 256 MB numpy copy (read + write) measured here, and
     the same counted in whole 64 B cache lines (the traffic if no access hit cache): how far the encoder
     is from the limit of a gather-bound kernel;
   - on a GPU (when one is visible) the same, with the per-level loop, synchronised.
-The load average is printed first: other processes on a 2-core machine slow both paths, the threaded
-vectorised one most.
+The load average is printed first and last: other processes on a 2-core machine slow both paths, the
+threaded vectorised one most.
 """
 from __future__ import annotations
 
@@ -50,28 +51,35 @@ def world_coords(batch: int, seed: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
-def samples_per_s(encode, encoder, coords: torch.Tensor, steps: int, warmup: bool = True) -> float:
-    """Forward + backward of a fixed random projection of the features (as a linear layer on top would see
-    them); the best of ``steps`` steps, after one warm-up step when ``warmup``."""
+def timed_steps(paths: dict, encoder, coords: torch.Tensor, rounds: int, steps_per_round: dict) -> dict:
+    """Seconds per forward + backward step of each path: ``rounds`` rounds, each running every path in turn
+    for its ``steps_per_round``, so that all paths see the same load (other processes on a 2-core machine
+    slow every path, memory-bound ones most). One warm-up step first for each path whose steps_per_round
+    exceeds 1 (the per-level loop at the 162-D preset takes tens of seconds a step, dominated by one full-
+    table gradient per level; a warm-up would double that for a negligible first-call cost). The step is a
+    fixed random projection of the features, as a linear layer on top would see them."""
     projection = torch.randn(encoder.output_dim, generator=torch.Generator().manual_seed(0)).to(coords.device)
 
-    def step():
+    def step(encode):
         (encode(coords) @ projection).sum().backward()
         encoder.zero_grad(set_to_none=True)
         if coords.is_cuda:
             torch.cuda.synchronize()
 
-    if warmup:
-        step()
-    best = float("inf")
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return len(coords) / best
+    for name, encode in paths.items():
+        if steps_per_round[name] > 1:
+            step(encode)
+    seconds = {name: [] for name in paths}
+    for _ in range(rounds):
+        for name, encode in paths.items():
+            for _ in range(steps_per_round[name]):
+                start = time.perf_counter()
+                step(encode)
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
-def measure(preset: str, batch: int, device: torch.device, fast_steps: int, loop_steps: int,
+def measure(preset: str, batch: int, device: torch.device, rounds: int, fast_steps: int, loop_steps: int,
             bandwidth: float | None) -> None:
     from terrapipe.models.earth4d import Earth4D, Earth4DConfig, encode_per_level
 
@@ -80,15 +88,17 @@ def measure(preset: str, batch: int, device: torch.device, fast_steps: int, loop
     coords = world_coords(batch, seed=1, device=device)
     levels = config.spatial.levels + 3 * config.temporal.levels
     touched = 2 * 8 * config.output_dim * 4   # bytes per sample: 8 corners x (levels x F) fp32, gather + scatter
-    fast = samples_per_s(encoder, encoder, coords, fast_steps)
-    # the loop's step at the 162-D preset takes tens of seconds on CPU, dominated by one full-table gradient
-    # per level; a warm-up would double that for a negligible first-call cost
-    loop = samples_per_s(lambda c: encode_per_level(encoder, c), encoder, coords, loop_steps,
-                         warmup=loop_steps > 1)
+    seconds = timed_steps({"fast": encoder, "loop": lambda c: encode_per_level(encoder, c)}, encoder, coords,
+                          rounds, {"fast": fast_steps, "loop": loop_steps})
+    best = {name: batch / min(times) for name, times in seconds.items()}
+    median = {name: batch / float(np.median(times)) for name, times in seconds.items()}
+    fast = best["fast"]
     print(f"{preset} on {device.type}: {config.output_dim}-D, {config.parameter_count():,} parameters "
-          f"({config.table_bytes() / 2 ** 20:.0f} MiB), {levels} levels, batch {batch}")
-    print(f"  vectorised forward+backward: {fast:,.0f} samples/s | per-level loop {loop:,.0f} samples/s | "
-          f"ratio {fast / loop:.1f}")
+          f"({config.table_bytes() / 2 ** 20:.0f} MiB), {levels} levels, batch {batch}, "
+          f"{len(seconds['fast'])} vectorised and {len(seconds['loop'])} loop steps in {rounds} interleaved rounds")
+    print(f"  vectorised forward+backward: {fast:,.0f} samples/s | per-level loop {best['loop']:,.0f} samples/s | "
+          f"ratio {fast / best['loop']:.1f} (best step of each; medians {median['fast']:,.0f} and "
+          f"{median['loop']:,.0f}, ratio {median['fast'] / median['loop']:.1f})")
     line = f"  table bytes touched: {fast * touched / 1e9:.2f} GB/s ({touched} B per sample)"
     if bandwidth:
         line += (f" = {fast * touched / bandwidth:.3f} of the {bandwidth / 1e9:.1f} GB/s copy bandwidth; as whole "
@@ -109,13 +119,16 @@ def main(argv=None) -> int:
     print(f"baseline: numpy copy bandwidth (256 MB, read + write) = {bandwidth / 1e9:.1f} GB/s", flush=True)
     cpu = torch.device("cpu")
     for preset in args.presets:
-        big = preset == "deepearth_162d"
-        measure(preset, args.batch, cpu, fast_steps=2 if big else 10, loop_steps=1 if big else 3, bandwidth=bandwidth)
+        if preset == "deepearth_162d":
+            measure(preset, args.batch, cpu, rounds=1, fast_steps=3, loop_steps=1, bandwidth=bandwidth)
+        else:
+            measure(preset, args.batch, cpu, rounds=6, fast_steps=3, loop_steps=1, bandwidth=bandwidth)
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         print(f"GPU {torch.cuda.get_device_name()}")
         for preset in args.presets:
-            measure(preset, args.batch * 8, gpu, fast_steps=20, loop_steps=3, bandwidth=None)
+            measure(preset, args.batch * 8, gpu, rounds=3, fast_steps=10, loop_steps=1, bandwidth=None)
+    print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
 

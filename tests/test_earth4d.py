@@ -20,6 +20,7 @@ from terrapipe.models.earth4d import (
     GridConfig,
     corner_indices,
     encode_per_level,
+    index_dtype,
     level_offsets,
     normalize_coordinates,
     wgs84_to_ecef,
@@ -183,6 +184,56 @@ def test_finest_levels_keep_every_axis(axis_change):
         assert buggy_levels == [7, 12, 13, 14, 15, 16, 17, 18]   # the reference's table of affected levels
     else:
         assert buggy_levels == [12, 13, 14, 15, 16, 17, 18]
+
+
+def _python_rows(grid: GridConfig, level: int, cells: np.ndarray) -> list[list[int]]:
+    """Each cell's 8 corner rows (offset included) with Python integers: no overflow, no narrowing."""
+    res, offset, rows = grid.resolutions[level], level_offsets(grid)[level], []
+    for cell in cells.tolist():
+        corners = []
+        for bits in itertools.product((0, 1), repeat=3):
+            v = [c + b for c, b in zip(cell, bits)]
+            if grid.direct[level]:
+                corners.append(offset + v[0] + v[1] * res + v[2] * res * res)
+            else:
+                corners.append(offset + ((v[0] * PRIMES[0] ^ v[1] * PRIMES[1] ^ v[2] * PRIMES[2]) % grid.table_size))
+        rows.append(corners)
+    return rows
+
+
+def test_finest_rows_equal_python_integers_though_narrowed_to_int32():
+    """At the 162-D preset's finest xyz levels vertex * prime passes 2^53 (cells up to 2^23 - 1); the hash
+    is formed in int64 and only the finished rows (< 2^27 here) are stored as int32."""
+    grid = PRESETS["deepearth_162d"].spatial
+    assert index_dtype(grid) == torch.int32 and sum(grid.rows) < 2 ** 31
+    rng = np.random.default_rng(3)
+    for level in (3, 4, grid.levels - 2, grid.levels - 1):      # last direct, first hashed, two finest
+        res = grid.resolutions[level]
+        cells = rng.integers(0, res - 1, size=(32, 3))
+        index, _ = corner_indices(grid, _vertex_points(grid, level, cells))
+        assert index.dtype == torch.int32
+        assert index[level].T.tolist() == _python_rows(grid, level, cells)
+
+
+def test_rows_stay_int64_when_a_grid_has_more_than_2_31_rows():
+    grid = GridConfig(levels=3, features_per_level=1, log2_table_size=30, base_resolution=2 ** 11,
+                      finest_resolution=2 ** 13)
+    assert sum(grid.rows) == 3 * 2 ** 30 and index_dtype(grid) == torch.int64
+    cells = np.random.default_rng(4).integers(0, 2 ** 11 - 1, size=(16, 3))
+    index, _ = corner_indices(grid, _vertex_points(grid, 2, cells))
+    assert index.dtype == torch.int64 and index[2].max() >= 2 ** 31
+    assert index[2].T.tolist() == _python_rows(grid, 2, cells)
+
+
+def test_grids_of_one_shape_computed_together_equal_one_at_a_time():
+    grid = SMALL.temporal
+    unit = torch.rand(3, 3, 50, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    valid = torch.rand(3, 50, generator=torch.Generator().manual_seed(7)) > 0.2
+    index, weights = corner_indices(grid, unit, valid)                           # (3, L, 8, 50)
+    for g in range(3):
+        one_index, one_weights = corner_indices(grid, unit[g].T, valid[g])
+        assert torch.equal(index[g], one_index) and torch.equal(weights[g], one_weights)
+    assert (weights[~valid[:, None, None, :].expand_as(weights)] == 0).all()
 
 
 def test_hash_is_periodic_in_T_along_each_axis():

@@ -10,15 +10,18 @@ then (v + 1) / 2. Four grids read (x, y, z), (x, y, t), (y, z, t), (x, z, t); th
 their features [xyz | xyt | yzt | xzt]. Per level: pos = u * scale, floor + fraction, smoothstep
 weights 3f^2 - 2f^3, the 8 cell corners, a row-major index when the level's vertices fit its table or
 the XOR-prime hash mod T otherwise. Deliberate differences from the CUDA original:
-  - every index and stride is int64 (the original's uint32 strides wrapped to 0 and silently dropped
-    the z axis and the high bits of y at xyz levels 7 and 12-18);
+  - every index product, stride and modulo is int64 (the original's uint32 strides wrapped to 0 and
+    silently dropped the z axis and the high bits of y at xyz levels 7 and 12-18); only finished rows,
+    each below the grid's row count, are narrowed to int32 for the XOR/sum of the axes and the gathers;
   - coordinate math stays float64 and autocast is off inside the encoder (fp16 inputs quantise the
     globe to kilometres);
   - the out-of-domain policy is explicit (``out_of_domain``, see ``normalize_coordinates``);
   - gradients flow to the tables only: coordinates are constants (no dy/dx).
 
-Shapes: B samples, L levels of one grid, 8 cell corners, F features per level, R table rows of a grid.
-Tables are stored feature-major, (F, R): every gather and scatter then runs on contiguous rows.
+Shapes: B samples, G grids of one shape, L levels of a grid, 8 cell corners, F features per level, R table
+rows of a grid. Tables are stored feature-major, (F, R): every gather and scatter then runs on contiguous
+rows. The three spatiotemporal grids share one GridConfig, so their corner rows and weights are computed
+together, as one (3, L, 8, B) block.
 """
 from __future__ import annotations
 
@@ -133,38 +136,47 @@ def _raise_if_any(coords: torch.Tensor, bad: torch.Tensor, fix: str) -> None:
 
 
 class _GatherBlend(torch.autograd.Function):
-    """Blend each (level, sample)'s 8 corner rows by their weights; backward scatters the weighted gradient.
+    """Blend each (grid, level, sample)'s 8 corner rows by their weights; backward scatters the weighted
+    gradient. One call serves the G grids of one shape (the three spatiotemporal grids share theirs).
 
-    The table is feature-major (F, R), so the gather, the weighted sum over corners and the backward's
-    ``scatter_add_`` all run on contiguous 1-D rows. Autograd of ``table[index]`` would instead back-
+    Tables are feature-major (F, R), so every gather, the weighted sum over corners and the backward's
+    ``scatter_add_`` run on contiguous 1-D rows. Autograd of ``table[index]`` would instead back-
     propagate through ``index_put_(accumulate=True)``: slower, and not bitwise repeatable on CPU, whereas
     1-D ``scatter_add_`` is (and is deterministic on CUDA under ``torch.use_deterministic_algorithms``).
-    Args: embeddings (F, R); index (L, 8, B) int64; weights (L, 8, B). Returns (F, L, B).
+    Gathers and scatters read the int32 rows as they are (widening them to int64 first costs a pass and an
+    allocation, for no measurable gain). Args: index (G, L, 8, B) ``index_dtype``; weights (G, L, 8, B);
+    tables: G of (F, R). Returns (B, G * L * F), grid-, then level-, then feature-major.
     """
 
     @staticmethod
-    def forward(ctx, embeddings, index, weights):
+    def forward(ctx, index, weights, *tables):
         ctx.save_for_backward(index, weights)
-        ctx.rows = embeddings.shape[1]
-        flat = index.reshape(-1)                                                            # (L * 8 * B,)
-        corners = embeddings.new_empty(embeddings.shape[0], flat.shape[0])                  # (F, L * 8 * B)
-        for feature, column in enumerate(embeddings):   # 1-D gathers: 2x faster than one along dim 1
-            torch.index_select(column, 0, flat, out=corners[feature])
-        corners = corners.reshape(embeddings.shape[0], *index.shape)                        # (F, L, 8, B)
-        out = corners[:, :, 0] * weights[:, 0]     # accumulated corner by corner: no (F, L, 8, B) product
+        ctx.rows = [table.shape[1] for table in tables]
+        grids, levels, _, batch = index.shape
+        features = ctx.features = tables[0].shape[0]
+        corners = weights.new_empty(features, grids, index[0].numel())                      # (F, G, L * 8 * B)
+        for grid, table in enumerate(tables):
+            for feature, column in enumerate(table):   # 1-D gathers: 2x faster than one along dim 1
+                torch.index_select(column, 0, index[grid].view(-1), out=corners[feature, grid])
+        corners = corners.view(features, *index.shape)                                     # (F, G, L, 8, B)
+        out = corners[:, :, :, 0] * weights[:, :, 0]   # accumulated corner by corner: no (F, G, L, 8, B) product
         for corner in range(1, 8):
-            out.addcmul_(corners[:, :, corner], weights[:, corner])
-        return out                                                                          # (F, L, B)
+            out.addcmul_(corners[:, :, :, corner], weights[:, :, corner])
+        return out.permute(3, 1, 2, 0).reshape(batch, grids * levels * features)            # (B, G * L * F)
 
     @staticmethod
     def backward(ctx, grad_out):
         index, weights = ctx.saved_tensors
-        flat = index.reshape(-1)                                                            # (L * 8 * B,)
-        grad = grad_out.new_zeros(grad_out.shape[0], ctx.rows)                              # (F, R)
-        grad_out = grad_out.contiguous()   # arrives as a permuted view of the (B, L * F) output's gradient
-        for feature, feature_grad in enumerate(grad_out):                                   # (L, B) each
-            grad[feature].scatter_add_(0, flat, (weights * feature_grad[:, None]).reshape(-1))
-        return grad, None, None
+        grids, levels, _, batch = index.shape
+        grad_out = grad_out.reshape(batch, grids, levels, ctx.features).permute(3, 1, 2, 0).contiguous()  # (F, G, L, B)
+        flat = index.view(grids, -1)                                                             # (G, L * 8 * B)
+        grads = [grad_out.new_zeros(grad_out.shape[0], rows) for rows in ctx.rows]              # G x (F, R)
+        weighted = torch.empty_like(weights)                                                     # (G, L, 8, B)
+        for feature, feature_grad in enumerate(grad_out):                                        # (G, L, B) each
+            torch.mul(weights, feature_grad[:, :, None], out=weighted)
+            for grid, grad in enumerate(grads):
+                grad[feature].scatter_add_(0, flat[grid], weighted[grid].view(-1))
+        return (None, None, *grads)
 
 
 def level_offsets(grid: GridConfig) -> tuple[int, ...]:
@@ -179,6 +191,12 @@ def level_offsets(grid: GridConfig) -> tuple[int, ...]:
     return tuple(offsets[level] for level in range(grid.levels))
 
 
+def index_dtype(grid: GridConfig) -> torch.dtype:
+    """The dtype of a grid's final table rows: int32 when every row number fits it, else int64. Only the
+    rows after the modulo are narrowed; the hash products themselves are always int64."""
+    return torch.int32 if sum(grid.rows) <= torch.iinfo(torch.int32).max else torch.int64
+
+
 def _level_constants(grid: GridConfig) -> dict[str, torch.Tensor]:
     """Per-level int64 constants of one grid: index coefficients and row offsets."""
     coefficients = [(1, res, res * res) if direct else PRIMES for res, direct in zip(grid.resolutions, grid.direct)]
@@ -189,58 +207,64 @@ def _level_constants(grid: GridConfig) -> dict[str, torch.Tensor]:
 def corner_indices(grid: GridConfig, unit: torch.Tensor, valid: torch.Tensor | None = None,
                    constants: dict[str, torch.Tensor] | None = None,
                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The table rows and blend weights of every level's 8 cell corners, all levels at once.
+    """The table rows and blend weights of every level's 8 cell corners, all levels (and grids) at once.
 
     Corner c = 4i + 2j + k takes the lower (0) or upper (1) vertex on x (i), y (j), z (k). Direct levels
-    index x + y * res + z * res^2; hashed levels (x * 1 ^ y * 2654435761 ^ z * 805459861) mod T; all in
-    int64, plus the level's row offset (``level_offsets``). The hash mod T = 2^k sees only the low k bits
-    of each vertex coordinate, so vertices T cells apart along one axis always share a row (at the 162-D
-    preset's finest xyz level, 2^22 cells of 9.5 cm = 400 km): a property of Instant-NGP's hash, not of
-    the integer width. u = 1 falls in the last cell (floor res - 2), with
-    weight 1 on the last vertex, instead of reading past the level. Samples stay innermost throughout, so
-    every broadcast over levels and corners runs along contiguous B-long rows (on CPU 2-15x faster per op
-    than with the 8 corners innermost, where each inner loop is 2 elements long).
+    index x + y * res + z * res^2; hashed levels (x * 1 ^ y * 2654435761 ^ z * 805459861) mod T. The
+    per-axis products, their mod T (a mask, which XOR commutes with) and the level's row offset
+    (``level_offsets``) are int64; only those finished per-axis rows, each below ``sum(grid.rows)``, are
+    narrowed to ``index_dtype(grid)`` for the sum or XOR of the three axes (2-3x faster in int32). The
+    hash mod T = 2^k sees only the low k bits of each vertex coordinate, so vertices T cells apart along
+    one axis always share a row (at the 162-D preset's finest xyz level, 2^22 cells of 9.5 cm = 400 km):
+    a property of Instant-NGP's hash, not of the integer width. u = 1 falls in the last cell (floor
+    res - 2), with weight 1 on the last vertex, instead of reading past the level. Samples stay innermost
+    throughout, so every broadcast over levels and corners runs along contiguous B-long rows (on CPU 2-15x
+    faster per op than with the 8 corners innermost, where each inner loop is 2 elements long).
 
-    Args: grid; unit (B, 3) float64 in [0, 1]; valid (B,) bool, False rows get zero weights (None: all
-    valid); constants from ``_level_constants`` (built when None); dtype of the weights.
-    Returns index (L, 8, B) int64 and weights (L, 8, B).
+    Args: grid; unit (B, 3) float64 in [0, 1], or (G, 3, B) for G grids of this shape; valid (B,) or
+    (G, B) bool, False rows get zero weights (None: all valid); constants from ``_level_constants``
+    (built when None); dtype of the weights.
+    Returns index (L, 8, B) (or (G, L, 8, B)) of ``index_dtype(grid)`` and weights of the same shape.
     """
+    if unit.dim() == 2:
+        index, weights = corner_indices(grid, unit.T[None], None if valid is None else valid[None], constants, dtype)
+        return index[0], weights[0]
+    device = unit.device
     if constants is None:
-        constants = {name: value.to(unit.device) for name, value in _level_constants(grid).items()}
+        constants = {name: value.to(device) for name, value in _level_constants(grid).items()}
+    n_direct, levels, (grids, _, batch) = sum(grid.direct), grid.levels, unit.shape
     # One part in 2^50 less than each scale: u = 1 then lands in the last cell (floor <= res - 2) with weight
     # ~1 on the last vertex, and no per-level clamp is needed (positions move by < 2e-7 of a finest cell).
-    scale = torch.tensor(grid.scales, dtype=torch.float64, device=unit.device) * (1 - 2.0 ** -50)   # (L,)
-    n_direct, levels, batch = sum(grid.direct), grid.levels, unit.shape[0]
-    pos = scale[:, None, None] * unit.T.contiguous()                                     # (L, 3, B), >= 0
+    scale = torch.tensor(grid.scales, dtype=torch.float64, device=device) * (1 - 2.0 ** -50)       # (L,)
+    pos = scale[:, None, None] * unit[:, None]                                           # (G, L, 3, B), >= 0
     floor = pos.floor()
-    frac = (pos - floor).to(dtype)
-    cell = floor.long()                                                                  # (L, 3, B)
-    upper = frac * frac * (3 - 2 * frac)                                                 # (L, 3, B) smoothstep
-    wx, wy, wz = torch.stack([1 - upper, upper], dim=1).unbind(dim=2)                    # 3 x (L, 2, B)
+    frac = torch.sub(pos, floor, out=torch.empty(pos.shape, dtype=dtype, device=device))
+    pair = torch.empty(grids, levels, 2, 3, batch, dtype=dtype, device=device)           # lower, upper vertex
+    torch.mul(frac.square(), torch.rsub(frac, 3, alpha=2), out=pair[:, :, 1])           # smoothstep 3f^2 - 2f^3
+    torch.sub(1, pair[:, :, 1], out=pair[:, :, 0])
+    wx, wy, wz = pair.unbind(dim=3)                                                      # 3 x (G, L, 2, B)
     if valid is not None:
-        wx = wx * valid
-    weights = wx[:, :, None, None] * wy[:, None, :, None] * wz[:, None, None, :]         # (L, 2, 2, 2, B)
+        wx = wx * valid[:, None, None]
+    weights = torch.empty(grids, levels, 2, 2, 2, batch, dtype=dtype, device=device)
+    torch.mul((wx[:, :, :, None] * wy[:, :, None, :])[:, :, :, :, None], wz[:, :, None, None], out=weights)
     coefficients = constants["coefficients"][:, :, None]                                 # (L, 3, 1)
-    terms = torch.empty(levels, 2, 3, batch, dtype=torch.int64, device=unit.device)     # lower, upper vertex
-    torch.mul(cell, coefficients, out=terms[:, 0])
-    torch.add(terms[:, 0], coefficients, out=terms[:, 1])
-    terms[n_direct:] &= grid.table_size - 1
-    terms[:, :, 0] += constants["offsets"][:, None, None]
-    tx, ty, tz = terms.unbind(dim=2)                                                     # 3 x (L, 2, B)
-    index = torch.empty(levels, 2, 2, 2, batch, dtype=torch.int64, device=unit.device)
-    direct, hashed = slice(0, n_direct), slice(n_direct, levels)
-    torch.add(tx[direct, :, None, None] + ty[direct, None, :, None], tz[direct, None, None, :], out=index[direct])
-    torch.bitwise_xor(tx[hashed, :, None, None] ^ ty[hashed, None, :, None], tz[hashed, None, None, :],
-                      out=index[hashed])
-    return index.reshape(levels, 8, batch), weights.reshape(levels, 8, batch)
+    lower = floor.long().mul_(coefficients)                                              # (G, L, 3, B) int64
+    terms = torch.empty(grids, levels, 2, 3, batch, dtype=index_dtype(grid), device=device)  # lower, upper vertex
+    for vertex, product in enumerate((lower, lower + coefficients)):
+        terms[:, :n_direct, vertex] = product[:, :n_direct]                              # below res^3 <= T
+        torch.bitwise_and(product[:, n_direct:], grid.table_size - 1, out=terms[:, n_direct:, vertex])  # mod T
+    terms[:, :, :, 0] += constants["offsets"][:, None, None]
+    tx, ty, tz = terms.unbind(dim=3)                                                     # 3 x (G, L, 2, B)
+    index = torch.empty(grids, levels, 2, 2, 2, batch, dtype=tx.dtype, device=device)
+    for part, combine in ((slice(0, n_direct), torch.add), (slice(n_direct, levels), torch.bitwise_xor)):
+        combine(combine(tx[:, part, :, None, None], ty[:, part, None, :, None]), tz[:, part, None, None, :],
+                out=index[:, part])
+    return index.view(grids, levels, 8, batch), weights.view(grids, levels, 8, batch)
 
 
 class HashGrid(nn.Module):
-    """One multiresolution 3-D hash grid (Instant-NGP): a single feature-major (F, R) table for every level.
-
-    Args (forward): unit (B, 3) float64 in [0, 1]; valid (B,) bool, rows with False get zeros.
-    Returns (B, L * F), level-major.
-    """
+    """One multiresolution 3-D hash grid's state (Instant-NGP): a single feature-major (F, R) table for every
+    level, and its int64 index constants. ``Earth4D`` encodes the grids of one shape together."""
 
     def __init__(self, grid: GridConfig, init_range: float, generator: torch.Generator):
         super().__init__()
@@ -250,11 +274,8 @@ class HashGrid(nn.Module):
         for name, value in _level_constants(grid).items():
             self.register_buffer(name, value, persistent=False)
 
-    def forward(self, unit: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        constants = {"coefficients": self.coefficients, "offsets": self.offsets}
-        index, weights = corner_indices(self.grid, unit, valid, constants, self.embeddings.dtype)  # (L, 8, B)
-        features = _GatherBlend.apply(self.embeddings, index, weights)                     # (F, L, B)
-        return features.permute(2, 1, 0).reshape(unit.shape[0], self.grid.output_dim)     # (B, L * F)
+
+GRID_GROUPS = {"spatial": ("xyz",), "temporal": ("xyt", "yzt", "xzt")}  # grids of one GridConfig, output order
 
 
 class Earth4D(nn.Module):
@@ -282,9 +303,17 @@ class Earth4D(nn.Module):
         lead = coords.shape[:-1]
         with torch.autocast(coords.device.type, enabled=False):
             unit, valid = normalize_coordinates(coords.reshape(-1, coords.shape[-1]), self.config)  # (B, 4)
-            out = torch.cat([grid(unit[:, axes], valid[:, axes].all(dim=1))
-                             for grid, axes in zip(self.grids.values(), GRID_AXES.values())], dim=1)
-        return out.reshape(*lead, self.output_dim)
+            unit, valid = unit.T.contiguous(), valid.T                                      # (4, B)
+            out = []
+            for shape, names in GRID_GROUPS.items():
+                grids = [self.grids[name] for name in names]
+                axes = torch.tensor([GRID_AXES[name] for name in names], device=unit.device)   # (G, 3)
+                group_valid = valid[axes].all(dim=1) if self.config.out_of_domain == "zero" else None  # (G, B)
+                constants = {"coefficients": grids[0].coefficients, "offsets": grids[0].offsets}
+                index, weights = corner_indices(getattr(self.config, shape), unit[axes], group_valid, constants,
+                                                grids[0].embeddings.dtype)                  # (G, L, 8, B)
+                out.append(_GatherBlend.apply(index, weights, *(grid.embeddings for grid in grids)))
+        return torch.cat(out, dim=1).reshape(*lead, self.output_dim)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
