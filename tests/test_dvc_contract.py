@@ -30,6 +30,8 @@ def expected_out(name: str) -> str:
         return str(paths.VALIDATION_REPORT)
     if name == "world_mosaic":
         return str(paths.FIGURES)
+    if name == "report":
+        return str(paths.REPORTS)
     if kind == "pretrain":
         return str(paths.pretrain_dir(name.partition("@")[2]) / "checkpoint.pt")
     return str({"fetch": paths.raw, "normalize": paths.processed, "split": paths.split_dir}[kind](item))

@@ -32,7 +32,8 @@ STAGES = ("check_params",
           "pretrain",                  # foreach over params pretrain.run: pretrain@<experiment>
           "evaluate",                  # foreach over params pretrain.run: evaluate@<experiment>
           "earth4d_alphaearth",
-          "deepearth_classify")
+          "deepearth_classify",
+          "report")
 
 
 CATALOG = Path("data/catalog.duckdb")   # the DuckDB catalog (terrapipe.catalog): sites, samples, splits, runs

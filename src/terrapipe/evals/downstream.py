@@ -268,12 +268,15 @@ def evaluate_task(handle, key: str, task: TaskData, params: EvaluateParams, cach
 
 def write_confusion(path: Path, task: TaskData, actual: np.ndarray, predicted: np.ndarray) -> None:
     """A DVC confusion plot source: one row per labelled test sample (or pixel), class names as values."""
+    import csv
+
     from terrapipe.atomic import atomic_path
 
     names = np.asarray(task.class_names, dtype=object)
-    lines = ["actual,predicted", *(f"{a},{p}" for a, p in zip(names[actual], names[predicted]))]
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["actual", "predicted"])
+        writer.writerows(zip(names[actual], names[predicted]))
 
 
 def run_evaluation(params, experiment: str, checkpoint: Path, out_dir: Path, cache_dir: Path,
