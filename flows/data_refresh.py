@@ -10,19 +10,20 @@ from __future__ import annotations
 from prefect import flow
 
 from terrapipe.orchestration import project
-from terrapipe.orchestration.dvc import ensure_dvc_limit
-from terrapipe.orchestration.tasks import data_and_validate, dvc
+from terrapipe.orchestration.dvc import dvc_slot
+from terrapipe.orchestration.tasks import data_and_validate, dvc, local_run
 
 
 @flow(name="data-refresh", log_prints=True)
 def data_refresh() -> None:
     """dvc pull, the data stages and validate, then dvc push."""
     stages = project.stages()
-    ensure_dvc_limit()
-    dvc(["pull", "--allow-missing"], label="pull")
-    data_and_validate(stages)
-    dvc(["push"], label="push")
+    with dvc_slot():
+        dvc(["pull", "--allow-missing"], label="pull")
+        data_and_validate(stages)
+        dvc(["push"], label="push")
 
 
 if __name__ == "__main__":
-    data_refresh()
+    with local_run():
+        data_refresh()

@@ -18,8 +18,8 @@ from prefect.runtime import flow_run
 from terrapipe import paths
 from terrapipe.errors import ConfigError
 from terrapipe.orchestration import artifacts, project
-from terrapipe.orchestration.dvc import ensure_dvc_limit, run_dvc
-from terrapipe.orchestration.tasks import dvc, record
+from terrapipe.orchestration.dvc import dvc_slot, run_dvc
+from terrapipe.orchestration.tasks import dvc, local_run, record
 
 
 def experiment_result(name: str) -> tuple[dict, dict, str]:
@@ -63,9 +63,9 @@ def sweep(experiments: list[str], set_params: list[str] | None = None) -> dict[s
     if bad:
         raise ConfigError(f"set_params {bad}: each must be KEY=VALUE of params.yaml (e.g. pretrain.base.train.steps=120); "
                           "choose experiments with the experiments parameter, not pretrain.run")
-    ensure_dvc_limit()
     suffix = (flow_run.id or "local")[:8]
-    found = {key: sweep_experiment(key, overrides, name=f"{key}-{suffix}") for key in keys}
+    with dvc_slot():  # the subflows run in this process and re-enter it
+        found = {key: sweep_experiment(key, overrides, name=f"{key}-{suffix}") for key in keys}
     artifacts.publish_metrics(keys, key="sweep-metrics", found=found)
     return found
 
@@ -76,4 +76,5 @@ if __name__ == "__main__":
     parser.add_argument("-S", "--set-param", action="append", default=[], dest="set_params",
                         help="a params.yaml override for every experiment, as `dvc exp run -S` takes it")
     args = parser.parse_args()
-    sweep(args.experiments, args.set_params)
+    with local_run():
+        sweep(args.experiments, args.set_params)

@@ -17,8 +17,8 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from terrapipe.orchestration import artifacts, project
-from terrapipe.orchestration.dvc import ensure_dvc_limit
-from terrapipe.orchestration.tasks import data_and_validate, record, repro
+from terrapipe.orchestration.dvc import dvc_slot
+from terrapipe.orchestration.tasks import data_and_validate, local_run, record, repro
 
 
 @flow(name="train-eval-report", log_prints=True)
@@ -26,17 +26,17 @@ def train_eval_report(experiments: list[str] | None = None) -> list[dict]:
     """Train, evaluate and report ``experiments`` (None: params.yaml pretrain.run); returns the metrics rows."""
     keys = project.experiment_keys(experiments)  # an unknown key stops here, before any work
     stages = project.stages()
-    ensure_dvc_limit()
-    data_and_validate(stages)
-    progress = artifacts.Progress(len(keys))
-    for key in keys:
-        for stage, verb in ((stages.pretrain, "train"), (stages.evaluate, "evaluate")):
-            if stage is not None:
-                repro([stages.per_experiment(stage, key)], label=f"{verb}-{key}")
-        progress.advance()
-    if stages.report is not None:
-        repro([stages.report], label="report")
-        artifacts.publish_report()
+    with dvc_slot():  # one DVC user of this workspace at a time, for the whole run
+        data_and_validate(stages)
+        progress = artifacts.Progress(len(keys))
+        for key in keys:
+            for stage, verb in ((stages.pretrain, "train"), (stages.evaluate, "evaluate")):
+                if stage is not None:
+                    repro([stages.per_experiment(stage, key)], label=f"{verb}-{key}")
+            progress.advance()
+        if stages.report is not None:
+            repro([stages.report], label="report")
+            artifacts.publish_report()
     found = {key: project.experiment_metrics(key) for key in keys}
     for key in keys:
         record(key, "train_eval_report", project.resolved_params(key), found[key], flow_run.id)
@@ -44,6 +44,6 @@ def train_eval_report(experiments: list[str] | None = None) -> list[dict]:
     get_run_logger().info("done: %d experiment(s); report in reports/index.html", len(keys))
     return rows
 
-
 if __name__ == "__main__":
-    train_eval_report(sys.argv[1:] or None)
+    with local_run():
+        train_eval_report(sys.argv[1:] or None)

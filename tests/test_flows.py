@@ -3,18 +3,18 @@ is recorded (catalog rows, artifacts, logs) and that a changed param is never se
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
+import prefect_fixtures
 import pytest
 import yaml
-from prefect_fixtures import EXPERIMENTS, REPO, dvc, git, prefect_harness, stage_runs, tiny_project  # noqa: F401
+from prefect_fixtures import EXPERIMENTS, REPO, dvc, git, stage_runs
 
 from terrapipe import paths
 from terrapipe.errors import ConfigError
 from terrapipe.orchestration.dvc import DvcCommandError, is_transient
 
+prefect_harness, tiny_project = prefect_fixtures.prefect_harness, prefect_fixtures.tiny_project  # for pytest
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 

@@ -1,9 +1,12 @@
 """`dvc` commands from a flow: one at a time, their log line by line in the run log, failures classified.
 
 DVC keeps one lock per workspace and gives up after a few seconds ("Unable to acquire lock"), so every
-call here holds a module lock (one process) and, inside a Prefect run, a slot of the global concurrency
-limit ``dvc`` (every process that talks to the same Prefect server). Prefect skips a limit that does not
-exist, so ``ensure_dvc_limit`` creates it first.
+call here holds a module lock (one process) and, inside a Prefect run, the slot of the global concurrency
+limit ``dvc`` (every process that talks to the same Prefect server, e.g. runs served from one checkout).
+A flow takes the slot once for its whole run (``dvc_slot``): handing it over between calls costs up to
+2 s each on this stack, and another flow's stages between two of ours would change what ours reads.
+Prefect skips a limit that does not exist, so ``ensure_dvc_limit`` creates it first (1 slot: raise it
+with `prefect gcl update dvc --limit N` when flow runs work in clones of their own, as workers' runs do).
 
 Only transient failures are worth a retry: lock contention, and network or remote-storage errors while
 data moves (push, pull, fetch). A stage that fails (its script exits non-zero, e.g. validate exiting 2
@@ -11,6 +14,7 @@ on a broken data contract) fails the same way again, so it is permanent and neve
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -106,17 +110,27 @@ def ensure_dvc_limit() -> None:
                 pass
 
 
-def _slot():
-    """The ``dvc`` concurrency slot inside a Prefect run; nothing outside one (no server to ask)."""
-    import contextlib
+_held = False  # this process holds the ``dvc`` slot (a flow took it; its tasks and subflows re-enter free)
 
+
+@contextlib.contextmanager
+def dvc_slot():
+    """Hold the ``dvc`` concurrency slot for this process while inside a Prefect run; re-entrant."""
+    global _held
     from prefect.context import FlowRunContext
 
-    if FlowRunContext.get() is None:
-        return contextlib.nullcontext()
+    if _held or FlowRunContext.get() is None:  # taken already, or no server to ask
+        yield
+        return
     from prefect.concurrency.sync import concurrency
 
-    return concurrency(LIMIT, occupy=1)
+    ensure_dvc_limit()
+    with concurrency(LIMIT, occupy=1):
+        _held = True
+        try:
+            yield
+        finally:
+            _held = False
 
 
 def run_dvc(*args: str, cwd: str | os.PathLike = ".", env: dict[str, str] | None = None,
@@ -133,7 +147,7 @@ def run_dvc(*args: str, cwd: str | os.PathLike = ".", env: dict[str, str] | None
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"TERRAPIPE_FLOW_RUN_ID": run_id} if run_id else {}),
                  **(env or {})}
     lines: list[str] = []
-    with _local, _slot():
+    with _local, dvc_slot():
         logger.info("$ %s  (in %s)", " ".join(command), Path(cwd).resolve())
         with subprocess.Popen([dvc_executable(), *args], cwd=cwd, env=child_env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE if stdout_only else subprocess.STDOUT,
@@ -155,3 +169,4 @@ def run_dvc(*args: str, cwd: str | os.PathLike = ".", env: dict[str, str] | None
         tail = "\n".join(deque(lines, maxlen=TAIL_LINES))
         raise DvcCommandError(command, returncode, tail, is_transient(command, output))
     return out if stdout_only else output
+

@@ -6,6 +6,8 @@ on anything less than all of them could return a result for changed inputs.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 from prefect import task
@@ -52,3 +54,20 @@ def data_and_validate(stages: Stages) -> None:
         artifacts.publish_quality(failure=exc.tail)
         raise
     artifacts.publish_quality()
+
+
+EPHEMERAL_STARTUP_S = 180  # a fresh PREFECT_HOME migrates its SQLite database first: 20 s (Prefect's default) is too
+                           # little on a loaded 2-core machine
+
+
+@contextlib.contextmanager
+def local_run():
+    """Settings for a flow started from the command line: more time for the ephemeral server to start
+    (unless PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS says otherwise). No effect with PREFECT_API_URL."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in os.environ:
+        yield
+        return
+    with temporary_settings({PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_S}):
+        yield
