@@ -120,6 +120,7 @@ def brightness_handle(tmp_path_factory):
     import dataclasses
 
     from test_embeddings import stats_document
+
     from terrapipe.evals.embeddings import EncoderHandle
     from terrapipe.train.experiments import PretrainParams, resolve
 

@@ -85,11 +85,11 @@ def test_a_param_change_reruns_only_its_dependants(repo):
     # the regions move but these assignments do not: the store is rebuilt byte for byte, so its classifiers
     # are not retrained
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
-        "check_params", "embedding_store", "split@deepearth", "validate"]
+        "check_params", "embedding_store", "report", "split@deepearth", "validate"]   # the report shows the split
     _set_params(repo, {"normalize": {"std_multiplier": 3.0}})
     assert sorted(_stages_run(_run([sys.executable, "-m", "dvc", "repro"], repo).stdout)) == [
-        "check_params", "normalize_era5", "normalize_sentinel", "pretrain@era5_reg_mean", "validate",
-        "world_mosaic"]  # the mosaic and the pretraining read the (re-normalized) store
+        "check_params", "evaluate@era5_reg_mean", "normalize_era5", "normalize_sentinel", "pretrain@era5_reg_mean",
+        "report", "validate", "world_mosaic"]  # the mosaic and the pretraining read the (re-normalized) store
 
 
 def test_a_typo_in_a_section_no_stage_would_rerun_stops_repro(repo):

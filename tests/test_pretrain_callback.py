@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_embeddings import stats_document
+from test_pretrain import tiny_config, tiny_store
 
 from terrapipe import paths
 from terrapipe.data.tasks import TaskData, geobench
 from terrapipe.modalities import modality
-
-from test_embeddings import stats_document
-from test_pretrain import tiny_config, tiny_store
 
 
 def land_use_task(n: int = 30, size: int = 16) -> TaskData:

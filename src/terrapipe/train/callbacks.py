@@ -36,10 +36,10 @@ def knn_callback(config, extra_state: dict, task_root: Path) -> Callable | None:
     if settings.every == 0:
         return None
     from terrapipe.data.tasks import read_task
+    from terrapipe.errors import InputDataError
     from terrapipe.evals.embeddings import EncoderHandle, extract
     from terrapipe.evals.knn import knn_classify
     from terrapipe.evals.metrics import classification_report
-    from terrapipe.errors import InputDataError
 
     if not Path(task_root).is_dir():
         raise InputDataError(task_root, f"missing: the pretraining callback (downstream.task: {settings.task}) "
