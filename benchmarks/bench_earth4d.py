@@ -7,7 +7,9 @@ In one process, for each preset:
   - samples/s of forward + backward (gradients w.r.t. the tables) of the vectorised encoder beside
     ``encode_per_level`` (a per-level PyTorch loop computing the same features) on the same batch, their
     steps interleaved in rounds so both see the same load: the ratio of the best steps (target >= 5 at
-    the "cpu" preset; >= 100k samples/s there), and of the median steps;
+    the "cpu" preset; >= 100k samples/s there), and of the median steps; beside them the best process
+    CPU time per step of each (time slices lost to other processes do not count in it, caches shared
+    with them still do);
   - table bytes touched per second, 8 corners x levels x F x 4 B per sample for the gather plus the same
     for the scatter, beside the memory bandwidth of a 256 MB numpy copy (read + write) measured here, and
     the same counted in whole 64 B cache lines (the traffic if no access hit cache): how far the encoder
@@ -51,13 +53,14 @@ def world_coords(batch: int, seed: int, device: torch.device) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float32, device=device)
 
 
-def timed_steps(paths: dict, encoder, coords: torch.Tensor, rounds: int, steps_per_round: dict) -> dict:
-    """Seconds per forward + backward step of each path: ``rounds`` rounds, each running every path in turn
-    for its ``steps_per_round``, so that all paths see the same load (other processes on a 2-core machine
-    slow every path, memory-bound ones most). One warm-up step first for each path whose steps_per_round
-    exceeds 1 (the per-level loop at the 162-D preset takes tens of seconds a step, dominated by one full-
-    table gradient per level; a warm-up would double that for a negligible first-call cost). The step is a
-    fixed random projection of the features, as a linear layer on top would see them."""
+def timed_steps(paths: dict, encoder, coords: torch.Tensor, rounds: int, steps_per_round: dict) -> tuple[dict, dict]:
+    """Wall and process-CPU seconds per forward + backward step of each path: ``rounds`` rounds, each
+    running every path in turn for its ``steps_per_round``, so that all paths see the same load (other
+    processes on a 2-core machine slow every path, memory-bound ones most). One warm-up step first for
+    each path whose steps_per_round exceeds 1 (the per-level loop at the 162-D preset takes tens of seconds
+    a step, dominated by one full-table gradient per level; a warm-up would double that for a negligible
+    first-call cost). The step is a fixed random projection of the features, as a linear layer on top
+    would see them."""
     projection = torch.randn(encoder.output_dim, generator=torch.Generator().manual_seed(0)).to(coords.device)
 
     def step(encode):
@@ -70,13 +73,15 @@ def timed_steps(paths: dict, encoder, coords: torch.Tensor, rounds: int, steps_p
         if steps_per_round[name] > 1:
             step(encode)
     seconds = {name: [] for name in paths}
+    cpu_seconds = {name: [] for name in paths}
     for _ in range(rounds):
         for name, encode in paths.items():
             for _ in range(steps_per_round[name]):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 step(encode)
                 seconds[name].append(time.perf_counter() - start)
-    return seconds
+                cpu_seconds[name].append(time.process_time() - cpu_start)
+    return seconds, cpu_seconds
 
 
 def measure(preset: str, batch: int, device: torch.device, rounds: int, fast_steps: int, loop_steps: int,
@@ -88,10 +93,11 @@ def measure(preset: str, batch: int, device: torch.device, rounds: int, fast_ste
     coords = world_coords(batch, seed=1, device=device)
     levels = config.spatial.levels + 3 * config.temporal.levels
     touched = 2 * 8 * config.output_dim * 4   # bytes per sample: 8 corners x (levels x F) fp32, gather + scatter
-    seconds = timed_steps({"fast": encoder, "loop": lambda c: encode_per_level(encoder, c)}, encoder, coords,
-                          rounds, {"fast": fast_steps, "loop": loop_steps})
+    seconds, cpu_seconds = timed_steps({"fast": encoder, "loop": lambda c: encode_per_level(encoder, c)}, encoder,
+                                       coords, rounds, {"fast": fast_steps, "loop": loop_steps})
     best = {name: batch / min(times) for name, times in seconds.items()}
     median = {name: batch / float(np.median(times)) for name, times in seconds.items()}
+    cpu = {name: 1e3 * min(times) for name, times in cpu_seconds.items()}
     fast = best["fast"]
     print(f"{preset} on {device.type}: {config.output_dim}-D, {config.parameter_count():,} parameters "
           f"({config.table_bytes() / 2 ** 20:.0f} MiB), {levels} levels, batch {batch}, "
@@ -99,6 +105,8 @@ def measure(preset: str, batch: int, device: torch.device, rounds: int, fast_ste
     print(f"  vectorised forward+backward: {fast:,.0f} samples/s | per-level loop {best['loop']:,.0f} samples/s | "
           f"ratio {fast / best['loop']:.1f} (best step of each; medians {median['fast']:,.0f} and "
           f"{median['loop']:,.0f}, ratio {median['fast'] / median['loop']:.1f})")
+    print(f"  process CPU time per step (immune to time slicing, not to cache sharing): vectorised "
+          f"{cpu['fast']:.1f} ms, loop {cpu['loop']:.1f} ms, ratio {cpu['loop'] / cpu['fast']:.1f} (best of each)")
     line = f"  table bytes touched: {fast * touched / 1e9:.2f} GB/s ({touched} B per sample)"
     if bandwidth:
         line += (f" = {fast * touched / bandwidth:.3f} of the {bandwidth / 1e9:.1f} GB/s copy bandwidth; as whole "

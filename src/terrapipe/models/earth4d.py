@@ -169,7 +169,7 @@ class _GatherBlend(torch.autograd.Function):
     def backward(ctx, grad_out):
         index, weights = ctx.saved_tensors
         grids, levels, _, batch = index.shape
-        grad_out = grad_out.reshape(batch, grids, levels, ctx.features).permute(3, 1, 2, 0).contiguous()  # (F, G, L, B)
+        grad_out = grad_out.reshape(batch, grids, levels, ctx.features).permute(3, 1, 2, 0).contiguous()  # F,G,L,B
         flat = index.view(grids, -1)                                                             # (G, L * 8 * B)
         grads = [grad_out.new_zeros(grad_out.shape[0], rows) for rows in ctx.rows]              # G x (F, R)
         weighted = torch.empty_like(weights)                                                     # (G, L, 8, B)
@@ -228,7 +228,8 @@ def corner_indices(grid: GridConfig, unit: torch.Tensor, valid: torch.Tensor | N
     Returns index (L, 8, B) (or (G, L, 8, B)) of ``index_dtype(grid)`` and weights of the same shape.
     """
     if unit.dim() == 2:
-        index, weights = corner_indices(grid, unit.T[None], None if valid is None else valid[None], constants, dtype)
+        index, weights = corner_indices(grid, unit.T.contiguous()[None], None if valid is None else valid[None],
+                                        constants, dtype)
         return index[0], weights[0]
     device = unit.device
     if constants is None:
