@@ -8,8 +8,8 @@ In one process, for each preset:
     ``encode_per_level`` (a per-level PyTorch loop computing the same features) on the same batch, their
     steps interleaved in rounds so both see the same load: the ratio of the best steps (target >= 5 at
     the "cpu" preset; >= 100k samples/s there), and of the median steps; beside them the best process
-    CPU time per step of each (time slices lost to other processes do not count in it, caches shared
-    with them still do);
+    CPU time per step of each, summed over threads (time slices lost to other processes do not count in
+    it, caches shared with them still do);
   - table bytes touched per second, 8 corners x levels x F x 4 B per sample for the gather plus the same
     for the scatter, beside the memory bandwidth of a 256 MB numpy copy (read + write) measured here, and
     the same counted in whole 64 B cache lines (the traffic if no access hit cache): how far the encoder
@@ -105,7 +105,7 @@ def measure(preset: str, batch: int, device: torch.device, rounds: int, fast_ste
     print(f"  vectorised forward+backward: {fast:,.0f} samples/s | per-level loop {best['loop']:,.0f} samples/s | "
           f"ratio {fast / best['loop']:.1f} (best step of each; medians {median['fast']:,.0f} and "
           f"{median['loop']:,.0f}, ratio {median['fast'] / median['loop']:.1f})")
-    print(f"  process CPU time per step (immune to time slicing, not to cache sharing): vectorised "
+    print(f"  process CPU time per step, all threads (immune to time slicing, not to cache sharing): vectorised "
           f"{cpu['fast']:.1f} ms, loop {cpu['loop']:.1f} ms, ratio {cpu['loop'] / cpu['fast']:.1f} (best of each)")
     line = f"  table bytes touched: {fast * touched / 1e9:.2f} GB/s ({touched} B per sample)"
     if bandwidth:
