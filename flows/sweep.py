@@ -57,7 +57,7 @@ def sweep_experiment(experiment: str, set_params: list[str], name: str) -> dict:
 @flow(name="sweep", log_prints=True)
 def sweep(experiments: list[str], set_params: list[str] | None = None) -> dict[str, dict]:
     """Run each of ``experiments`` (params.yaml keys) with ``set_params`` (`dvc exp run -S` overrides)."""
-    keys = project.experiment_keys(experiments)
+    keys = project.experiment_keys(experiments, staged=False)
     overrides = list(set_params or [])
     bad = [o for o in overrides if "=" not in o or o.split("=", 1)[0].strip() in ("", "pretrain.run")]
     if bad:

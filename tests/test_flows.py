@@ -82,10 +82,44 @@ def test_classifier_retries_only_lock_and_network_errors():
     assert not is_transient(["dvc", "pull"], "ERROR: failed to pull data from the cloud - Checkout failed")
 
 
+def test_artifact_builders(tmp_path):
+    from terrapipe.orchestration.artifacts import artifact_key, metrics_rows, quality_markdown
+    from terrapipe.orchestration.tasks import stage_seconds
+
+    log = ("Running stage 'fetch_era5':\n2026-12-03 19:00:00,123 terrapipe INFO fetch_era5 done in 1.5 s\n"
+           "Stage 'validate' didn't change, skipping\n2026-12-03 19:00:02,000 terrapipe INFO pretrain done in 20.25 s\n")
+    assert stage_seconds(log) == 21.75  # the stages' own work, as train_eval_report sums it
+
+    assert artifact_key("sweep", "era5_reg_mean-1A2b") == "sweep-era5-reg-mean-1a2b"
+    with pytest.raises(ValueError):
+        artifact_key("__")
+    rows = metrics_rows({"a": {"pretrain": {"steps": 5, "final": {"info_nce": 0.123456}},
+                               "evaluate": {"tasks": {"eurosat": {"metric": "knn_accuracy", "encoder": 0.61,
+                                                                  "gain_over_random": 0.16}}}},
+                         "b": {"pretrain": {"steps": 5, "final": {"info_nce": 0.2}}}})  # not evaluated yet
+    assert rows == [{"experiment": "a", "steps": 5, "final info_nce": 0.1235, "eurosat knn_accuracy": 0.61,
+                     "eurosat gain over random": 0.16},
+                    {"experiment": "b", "steps": 5, "final info_nce": 0.2, "eurosat knn_accuracy": None,
+                     "eurosat gain over random": None}]
+    docs = tmp_path / "docs" / "index.html"
+    report = {"success": False, "groups": {"points": {"alphaearth": {"expectations": [
+        {"expectation": "ExpectColumnValuesToBeBetween", "column": "elevation_m", "why": "elevation limits",
+         "success": False, "unexpected_count": 3, "element_count": 600},
+        {"expectation": "ExpectColumnValuesToNotBeNull", "column": "t", "success": True}]}}}}
+    text = quality_markdown(report, docs)
+    assert "| points | 1 | 2 | 1 |" in text and "elevation_m` (3 of 600 rows): elevation limits" in text
+    assert "not built" in text
+    docs.parent.mkdir()
+    docs.write_text("<html></html>")
+    assert f"[Data Docs]({docs.resolve().as_uri()})" in quality_markdown(report, docs)
+
+
 def test_unknown_experiment_stops_before_any_work(tiny_project):
     with pytest.raises(ConfigError) as error:
         load("train_eval_report")(["era5_reg_mean", "no_such_experiment"])
     assert "'no_such_experiment'" in str(error.value) and "era5_clip_mean" in str(error.value)  # the known keys
+    with pytest.raises(ConfigError, match="'era5_clip_mean' are not in .*pretrain.run.*sweep flow"):
+        load("train_eval_report")(["era5_clip_mean"])  # an experiment, but dvc.yaml has no stage for it
     assert stage_runs(tiny_project) == []
 
 
@@ -177,6 +211,7 @@ def test_lock_contention_is_retried(tiny_project):
     assert state.is_completed(), state.message
     assert task_runs(state.state_details.flow_run_id) == {"fetch": 2}
     assert stage_runs(tiny_project) == ["fetch_era5"]
+    assert client_read("read_global_concurrency_limit_by_name", name="dvc").limit == 1  # created, one slot
 
 
 @pytest.mark.slow  # DVC start-up (1.5-3 s a call) times the calls of whole flow runs

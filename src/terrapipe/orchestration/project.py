@@ -1,7 +1,8 @@
 """The project a flow runs on: its stage names (read from its dvc.yaml), experiment keys and outputs.
 
 Stage names are data: the flows ask which of the pipeline's roles (data stages, validate, train, evaluate,
-report) the project's dvc.yaml has, so a stage added or missing there changes what runs, not the code.
+report) the project's dvc.yaml has, so a stage added or missing there changes what runs, not the code; a
+new experiment family's stage (after validate) becomes a task of its own without a change here.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Stages:
     pretrain: str | None           # foreach stages: run as f"{name}@{experiment}"
     evaluate: str | None
     report: str | None
+    others: tuple[str, ...] = ()   # the rest after validate (other experiment families: earth4d_alphaearth, ...)
 
     def per_experiment(self, stage: str | None, experiment: str) -> str | None:
         return None if stage is None else f"{stage}@{experiment}"
@@ -39,8 +41,9 @@ def stages(root: Path = Path(".")) -> Stages:
     names = list((yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}))
     before_validate = names[:names.index(VALIDATE)] if VALIDATE in names else [
         n for n in names if n in paths.STAGES[:paths.STAGES.index(VALIDATE)]]
-    return Stages(data=tuple(before_validate), **{role: (role if role in names else None)
-                                                 for role in (VALIDATE, PRETRAIN, EVALUATE, REPORT)})
+    roles = {role: (role if role in names else None) for role in (VALIDATE, PRETRAIN, EVALUATE, REPORT)}
+    others = [n for n in names if n not in before_validate and n not in roles]
+    return Stages(data=tuple(before_validate), others=tuple(others), **roles)
 
 
 def pretrain_params(root: Path = Path(".")):
@@ -51,14 +54,24 @@ def pretrain_params(root: Path = Path(".")):
     return section(load_params(Path(root) / "params.yaml"))
 
 
-def experiment_keys(requested: list[str] | None, root: Path = Path(".")) -> list[str]:
-    """``requested`` checked against params.yaml (None = pretrain.run, the default set), before any work."""
+def experiment_keys(requested: list[str] | None, root: Path = Path("."), *, staged: bool = True) -> list[str]:
+    """``requested`` checked against params.yaml (None = pretrain.run, the default set), before any work.
+
+    ``staged``: the keys must be in pretrain.run, the experiments dvc.yaml has pretrain@KEY stages for (a
+    sweep runs any experiment: it sets pretrain.run itself).
+    """
     pretrain = pretrain_params(root)
     keys = list(pretrain.run) if requested is None else list(requested)
+    params = Path(root) / "params.yaml"
     unknown = [k for k in keys if k not in pretrain.experiments]
     if unknown:
         raise ConfigError(f"unknown experiment(s) {', '.join(map(repr, unknown))}; the experiments of "
-                          f"{Path(root) / 'params.yaml'} (pretrain.experiments) are: {', '.join(pretrain.experiments)}")
+                          f"{params} (pretrain.experiments) are: {', '.join(pretrain.experiments)}")
+    unstaged = [k for k in keys if staged and k not in pretrain.run]
+    if unstaged:
+        raise ConfigError(f"experiment(s) {', '.join(map(repr, unstaged))} are not in {params} pretrain.run, so DVC "
+                          f"has no pretrain@KEY stage for them (it has: {', '.join(pretrain.run)}). Add them to "
+                          "pretrain.run, or run them with the sweep flow (flows/sweep.py)")
     if not keys:
         raise ConfigError("no experiments to run: pass experiment keys or list some in params.yaml pretrain.run")
     return list(dict.fromkeys(keys))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 from prefect import task
@@ -28,6 +29,14 @@ def dvc(args: list[str], label: str) -> str:
     return run_dvc(*args)
 
 
+STAGE_DONE = re.compile(r" terrapipe INFO (\S+) done in ([0-9.]+) s$", re.MULTILINE)  # terrapipe.stage.run_stage
+
+
+def stage_seconds(output: str) -> float:
+    """The stages' own work in a `dvc repro` log: the sum of their "STAGE done in N s" lines (after start-up)."""
+    return sum(float(seconds) for _, seconds in STAGE_DONE.findall(output))
+
+
 def repro(targets: list[str] | tuple[str, ...], label: str) -> str:
     """`dvc repro TARGETS` as a task named ``label`` (DVC runs what changed, skips the rest)."""
     return dvc(["repro", *targets], label=label)
@@ -42,18 +51,18 @@ def record(experiment: str, kind: str, params: dict, metrics: dict, flow_run_id:
                       flow_run_id=flow_run_id, root=Path("."))
 
 
-def data_and_validate(stages: Stages) -> None:
-    """The data stages, then validate; its summary (or its failure) as the data-quality artifact."""
-    if stages.data:
-        repro(list(stages.data), label="data-stages")
+def data_and_validate(stages: Stages) -> list[str]:
+    """The data stages, then validate; its summary (or its failure) as the data-quality artifact. The logs."""
+    logs = [repro(list(stages.data), label="data-stages")] if stages.data else []
     if stages.validate is None:
-        return
+        return logs
     try:
-        repro([stages.validate], label="validate")
+        logs.append(repro([stages.validate], label="validate"))
     except DvcCommandError as exc:
         artifacts.publish_quality(failure=exc.tail)
         raise
     artifacts.publish_quality()
+    return logs
 
 
 EPHEMERAL_STARTUP_S = 180  # a fresh PREFECT_HOME migrates its SQLite database first: 20 s (Prefect's default) is too
