@@ -103,7 +103,7 @@ class TaskSourceParams(_Section):
 
 
 class EurosatParams(TaskSourceParams):
-    n_samples: int = Field(80, gt=0)
+    n_samples: int = Field(160, gt=0)
     chip_size: int = Field(64, gt=0)
 
 
