@@ -133,40 +133,33 @@ def dvc_slot():
             _held = False
 
 
-def run_dvc(*args: str, cwd: str | os.PathLike = ".", env: dict[str, str] | None = None,
-            stdout_only: bool = False) -> str:
-    """Run ``dvc ARGS`` in ``cwd``, streaming its output line by line into the run log; return the output.
+def run_dvc(*args: str, stdout_only: bool = False) -> str:
+    """Run ``dvc ARGS`` here (the repository root), streaming its output line by line into the run log.
 
     The child gets PYTHONUNBUFFERED=1 (stage scripts' lines arrive as they are printed) and
-    TERRAPIPE_FLOW_RUN_ID (the W&B and catalog records name the Prefect run). ``stdout_only``: return
-    stdout alone (a `--json` listing), with stderr logged after it. Raises DvcCommandError.
+    TERRAPIPE_FLOW_RUN_ID (the W&B and catalog records name the Prefect run). Returns the output;
+    ``stdout_only``: stdout alone (a `--json` listing), stderr going to the log. Raises DvcCommandError.
     """
     command = ["dvc", *args]
     logger = _run_logger()
     run_id = _flow_run_id()
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"TERRAPIPE_FLOW_RUN_ID": run_id} if run_id else {}),
-                 **(env or {})}
+    env = {"TQDM_MININTERVAL": "10",  # a progress bar redrawn into a pipe is one log line per redraw
+           **os.environ, "PYTHONUNBUFFERED": "1", **({"TERRAPIPE_FLOW_RUN_ID": run_id} if run_id else {})}
     lines: list[str] = []
     with _local, dvc_slot():
-        logger.info("$ %s  (in %s)", " ".join(command), Path(cwd).resolve())
-        with subprocess.Popen([dvc_executable(), *args], cwd=cwd, env=child_env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE if stdout_only else subprocess.STDOUT,
-                              text=True, bufsize=1) as proc:
+        logger.info("$ %s  (in %s)", " ".join(command), Path.cwd())
+        with subprocess.Popen([dvc_executable(), *args], env=env, stdout=subprocess.PIPE, text=True, bufsize=1,
+                              stderr=subprocess.PIPE if stdout_only else subprocess.STDOUT) as proc:
             if stdout_only:
                 out, err = proc.communicate()
                 lines = err.splitlines()
-            for line in ([] if stdout_only else proc.stdout):
+            for line in lines if stdout_only else proc.stdout:
                 line = line.rstrip("\n")
-                lines.append(line)
+                if not stdout_only:
+                    lines.append(line)
                 if line.strip():
                     logger.info("%s", line)
-        returncode = proc.wait()
-    if stdout_only:
-        for line in filter(str.strip, lines):
-            logger.info("%s", line)
-    output = "\n".join(lines)
-    if returncode:
+    if proc.returncode:
         tail = "\n".join(deque(lines, maxlen=TAIL_LINES))
-        raise DvcCommandError(command, returncode, tail, is_transient(command, output))
-    return out if stdout_only else output
-
+        raise DvcCommandError(command, proc.returncode, tail, is_transient(command, "\n".join(lines)))
+    return out if stdout_only else "\n".join(lines)
