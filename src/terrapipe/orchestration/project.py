@@ -32,7 +32,7 @@ class Stages:
 
 
 def stages(root: Path = Path(".")) -> Stages:
-    """What root/dvc.yaml defines (foreach groups by their name, as `dvc repro NAME` takes them)."""
+    """What root/dvc.yaml defines (foreach groups by their name, as dvc repro takes them by name)."""
     import yaml
 
     dvc_yaml = Path(root) / "dvc.yaml"

@@ -38,7 +38,7 @@ def stage_seconds(output: str) -> float:
 
 
 def repro(targets: list[str] | tuple[str, ...], label: str) -> str:
-    """`dvc repro TARGETS` as a task named ``label`` (DVC runs what changed, skips the rest)."""
+    """`dvc repro <targets>` as a task named ``label`` (DVC runs what changed, skips the rest)."""
     return dvc(["repro", *targets], label=label)
 
 
