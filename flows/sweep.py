@@ -49,7 +49,8 @@ def sweep_experiment(experiment: str, set_params: list[str], name: str) -> dict:
                if str(path / "metrics.json") in by_file}
     document = {**resolved_document(pretrain_params(parse_params(params)), experiment),
                 "set_params": list(set_params), "dvc_experiment": {"name": name, "rev": rev}}
-    record(experiment, "sweep", document, metrics, flow_run.id)
+    for kind, values in metrics.items():   # kind "pretrain" or "evaluate"; params.dvc_experiment marks a sweep
+        record(experiment, kind, document, values, flow_run.id)
     artifacts.publish_metrics([experiment], key=artifacts.artifact_key("sweep", name), found={experiment: metrics})
     return metrics
 

@@ -43,8 +43,9 @@ def train_eval_report(experiments: list[str] | None = None) -> list[dict]:
             logs.append(repro([stages.report], label="report"))
             artifacts.publish_report()
     found = {key: project.experiment_metrics(key) for key in keys}
-    for key in keys:
-        record(key, "train_eval_report", project.resolved_params(key), found[key], flow_run.id)
+    for key in keys:   # one catalog row per metrics file: kind "pretrain" or "evaluate"
+        for kind, metrics in found[key].items():
+            record(key, kind, project.resolved_params(key), metrics, flow_run.id)
     rows = artifacts.publish_metrics(keys, found=found)
     wall, work = time.perf_counter() - started, sum(map(stage_seconds, logs))
     get_run_logger().info("done: %d experiment(s) in %.0f s, %.0f s of it the stages' own work (%.0f%% outside it: "

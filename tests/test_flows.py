@@ -138,10 +138,11 @@ def test_train_eval_report_runs_records_and_never_serves_changed_params_from_cac
     assert any(f"tiny: pretrain {EXPERIMENTS[0]} running (seed 0, flow run {run_id})" in m for m in run_logs(run_id))
     # one catalog row per experiment, with its resolved params and both metrics files
     rows_db = catalog_runs(tiny_project)
-    assert list(rows_db.experiment) == list(EXPERIMENTS) and set(rows_db.kind) == {"train_eval_report"}
+    assert list(rows_db.experiment) == [k for k in EXPERIMENTS for _ in range(2)]
+    assert list(rows_db.kind) == ["pretrain", "evaluate"] * len(EXPERIMENTS)
     assert set(rows_db.flow_run_id) == {str(run_id)}
-    first = json.loads(rows_db.metrics[0])
-    assert first["pretrain"]["steps"] == 5 and first["evaluate"]["tasks"]["eurosat"]["metric"] == "knn_accuracy"
+    pretrained, evaluated = json.loads(rows_db.metrics[0]), json.loads(rows_db.metrics[1])
+    assert pretrained["steps"] == 5 and evaluated["tasks"]["eurosat"]["metric"] == "knn_accuracy"
     assert json.loads(rows_db.params[0])["experiment"] == EXPERIMENTS[0]
     # keyed artifacts
     assert artifact("report").data.startswith("# Report")
@@ -247,7 +248,8 @@ def test_sweep_runs_each_experiment_as_its_own_dvc_experiment_and_flow_run(tiny_
     suffix = str(state.state_details.flow_run_id)[:8]
     assert names == {f"{k}-{suffix}" for k in EXPERIMENTS}
     rows = catalog_runs(tiny_project)
-    assert list(rows.experiment) == list(EXPERIMENTS) and set(rows.kind) == {"sweep"}
+    assert set(rows.experiment) == set(EXPERIMENTS) and set(rows.kind) <= {"pretrain", "evaluate"}
+    assert all("dvc_experiment" in json.loads(p) for p in rows.params)
     params = json.loads(rows.params[0])
     assert params["config"]["train"]["steps"] == 7 and params["set_params"] == ["pretrain.base.train.steps=7"]
     # each experiment was its own Prefect run, a child of the sweep's
