@@ -1,4 +1,6 @@
 # Image for Prefect work pools and cloud runs: the same install as the README (scripts/install.sh).
+# Build it as terrapipe:latest (the default image of flows/work-pools/kubernetes.json):
+#   docker build -t terrapipe:latest .
 FROM python:3.11-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git make \
