@@ -36,7 +36,7 @@ SMALL_PARAMS = {
                 "encoder_overrides": {"spatial": {"levels": 4, "log2_table_size": 10, "finest_resolution": 128},
                                       "temporal": {"levels": 2, "log2_table_size": 10, "finest_resolution": 16}}},
     "deepearth": {"classifier": {"epochs": 1}, "autoencoder": {"epochs": 1}},
-    "tasks": {"eurosat": {"n_samples": 20, "chip_size": 16}, "so2sat": {"n_samples": 34, "chip_size": 16},
+    "tasks": {"eurosat": {"n_samples": 50, "chip_size": 16}, "so2sat": {"n_samples": 85, "chip_size": 16},  # 5 per class: 3/1/1
               "pastis": {"n_samples": 10, "chip_size": 16, "months": 2}, "mados": {"n_samples": 5, "chip_size": 16}},
 }
 

@@ -168,3 +168,12 @@ def test_segmentation_probe_task_skips_ignored_pixels_in_its_confusion(brightnes
     actual, _ = result.confusion
     assert len(actual) == 3 * (8 * 8 - 1)                                    # 3 test chips, one ignored pixel each
     assert result.timing["extraction_s"] >= 0 and result.timing["probing_s"] > 0
+
+
+def test_a_task_without_test_samples_names_the_param_to_raise(brightness_handle, tmp_path):
+    from terrapipe.errors import InputDataError
+
+    task = toy_task(n=8)
+    task = TaskData(**{**task.__dict__, "partition": np.where(task.partition == "test", "valid", task.partition)})
+    with pytest.raises(InputDataError, match="tasks.eurosat.n_samples"):
+        evaluate_task(brightness_handle, "eurosat", task, EvaluateParams(random_encoder_seeds=[0]), tmp_path)

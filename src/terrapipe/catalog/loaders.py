@@ -117,8 +117,8 @@ def _point_samples(root: Path, dataset: str) -> pd.DataFrame:
 
     path, id_column = {"alphaearth": (ALPHAEARTH_INPUT, "point_id"), "deepearth": (DEEPEARTH_INPUT, "observation_id")}[dataset]
     if not (root / path).exists():
-        stage = f"normalize_{dataset}"
-        raise InputDataError(root / path, "missing", f"Run its stage {stage} (`dvc repro` runs it)")
+        fix = {"alphaearth": "Run `dvc repro normalize_alphaearth`", "deepearth": "Run `dvc repro normalize_deepearth`"}
+        raise InputDataError(root / path, "missing", fix[dataset])
     frame = read_points(root / path, id_column, [])
     return frame.assign(dataset=dataset, id=frame["id"].astype(str), site_id=None, aoi_id=None)
 

@@ -217,6 +217,12 @@ def evaluate_task(handle, key: str, task: TaskData, params: EvaluateParams, cach
     kind = "classification" if spec.method == "knn" else "segmentation"
     splits = ("train", "valid", "test") if spec.method != "knn" else ("train", "test")
     splits = tuple(s for s in splits if (task.partition == s).any())
+    lacking = [s for s in ("train", "test") if s not in splits]
+    if lacking:
+        from terrapipe.errors import InputDataError
+        raise InputDataError(f"task {task.name}", f"has no {' and no '.join(lacking)} samples",
+                             f"Raise tasks.{key}.n_samples (each class is split over train / valid / test by "
+                             "tasks.valid_share and tasks.test_share) or fix the benchmark's partition files")
 
     def embed(encoder) -> dict[str, np.ndarray]:
         return {s: cached_embeddings(encoder, task, kind, s, cache_dir, batch_size=params.batch_size)

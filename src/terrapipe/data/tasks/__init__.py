@@ -196,7 +196,7 @@ def fetch_task(params, inputs_dir: str | Path, task: str, out_dir: Path) -> None
     from terrapipe.study import load_study
 
     study = load_study(inputs_dir)                       # every candidate site: the tasks keep away from all
-    with process_pool(params.compute) as pool:
+    with process_pool(getattr(params, "compute", None)) as pool:
         fetch_sample_task(params, study, task, out_dir, pool)
 
 
