@@ -4,7 +4,7 @@ task, beside the random-encoder, raw-pixel and majority baselines -> models/eval
     python stages/evaluate.py <experiment>
 
 Writes metrics.json (per task: the metric, the encoder, each baseline, the gain over the random encoder),
-confusion/<task>.csv (DVC confusion plots) and timing.json (seconds per task, not tracked). Embeddings are
+confusion/<task>.csv (DVC confusion plots); seconds per task go to data/cache/timing/evaluate/ (not tracked). Embeddings are
 cached in data/cache/embeddings, keyed by checkpoint hash, task data and split (terrapipe.evals.embeddings).
 """
 import _interpreter  # noqa: F401,I001 - first: re-runs this script with the project's Python if needed

@@ -85,9 +85,16 @@ EMBEDDING_STORE = PROCESSED / "embedding_store"  # embedding_store: DeepEarth vi
 EARTH4D = MODELS / "earth4d_alphaearth"          # earth4d_alphaearth: checkpoints, predictions, maps, metrics
 DEEPEARTH = MODELS / "deepearth"                 # deepearth_classify: classifiers + cross-modal autoencoder
 EMBEDDING_CACHE = Path("data/cache/embeddings")  # evals.embeddings: frozen task embeddings by checkpoint hash
+TIMING = Path("data/cache/timing")    # machine speed of pretrain@ and evaluate@ runs: kept out of models/, whose
+                                       # folders the report stage hashes, so that they stay byte-deterministic
 EVALUATE = MODELS / "evaluate"                 # evaluate@<experiment>: downstream metrics, confusion matrices
 
 
 def evaluate_dir(experiment: str) -> Path:
     """evaluate@<experiment>: metrics.json (DVC metrics) and confusion/<task>.csv (DVC confusion plots)."""
     return EVALUATE / experiment
+
+
+def timing_file(kind: str, experiment: str, suffix: str) -> Path:
+    """Untracked seconds and samples/s of one run (``kind`` pretrain or evaluate)."""
+    return TIMING / kind / f"{experiment}{suffix}"

@@ -288,7 +288,8 @@ def write_confusion(path: Path, task: TaskData, actual: np.ndarray, predicted: n
 def run_evaluation(params, experiment: str, checkpoint: Path, out_dir: Path, cache_dir: Path,
                    task_dirs: dict[str, Path]) -> dict:
     """evaluate@<experiment>: every task of ``evaluate.tasks`` -> ``out_dir``/metrics.json (DVC metrics),
-    confusion/<task>.csv (DVC confusion plots) and timing.json (machine-dependent seconds, not tracked).
+    confusion/<task>.csv (DVC confusion plots), and the machine-dependent seconds (not tracked) in
+    terrapipe.paths.timing_file("evaluate", experiment, ".json").
 
     Returns the metrics document.
     """
@@ -314,6 +315,10 @@ def run_evaluation(params, experiment: str, checkpoint: Path, out_dir: Path, cac
                "tasks": {name: result.summary for name, (_, result) in results.items()}}
     for name, (task, result) in results.items():
         write_confusion(out_dir / "confusion" / f"{name}.csv", task, *result.confusion)
-    write_json(out_dir / "timing.json", {name: result.timing for name, (_, result) in results.items()})
+    from terrapipe.paths import timing_file
+
+    timing = timing_file("evaluate", experiment, ".json")
+    timing.parent.mkdir(parents=True, exist_ok=True)
+    write_json(timing, {name: result.timing for name, (_, result) in results.items()})
     write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -20,7 +20,6 @@ from terrapipe.train.experiments import PretrainParams, resolve, resolved_docume
 CURVES = "curves.csv"      # DVC plots: deterministic per-step metrics (same bytes on a rerun)
 METRICS = "metrics.json"   # DVC metrics
 DOWNSTREAM = "downstream.csv"  # DVC plots: the in-training kNN curve (train/callbacks.py)
-TIMING = "timing.csv"      # samples/s, tokens/s, data-wait share per step: not tracked (machine-dependent)
 SUMMARY_STEPS = 10  # the final metrics average the last steps, so one noisy batch does not decide a comparison
 TAG_LIMIT = 64      # W&B refuses a longer tag (and the run with it)
 
@@ -86,13 +85,16 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -
 
 def write_outputs(out_dir: Path, result, downstream_metric: str) -> None:
     """curves.csv, downstream.csv (the callback's curve: a header alone when it is off, so DVC always finds
-    the plot), metrics.json (+ the callback's last value) and the untracked timing.csv."""
+    the plot), metrics.json (+ the callback's last value), and the untracked speed per step in
+    paths.timing_file("pretrain", <out_dir name>, ".csv")."""
     from terrapipe.atomic import write_json
 
     _write_csv(out_dir / CURVES, result.history)
     _write_csv(out_dir / DOWNSTREAM, result.evaluations, columns=["step", downstream_metric])
     if result.timing:
-        _write_csv(out_dir / TIMING, result.timing)
+        timing = paths.timing_file("pretrain", Path(out_dir).name, ".csv")
+        timing.parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(timing, result.timing)
     metrics = summarize(result.history, result.skipped_steps)
     if result.evaluations:
         metrics["downstream"] = {downstream_metric: result.evaluations[-1][downstream_metric],
