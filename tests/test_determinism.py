@@ -1,4 +1,4 @@
-"""The sample generators write the same bytes on every CPU.
+"""The sample generators and the torch stages write the same bytes on every CPU.
 
 DVC hashes the fetch stages' outputs, so a generator whose bytes depend on the machine makes
 ``dvc repro`` / ``dvc status`` disagree between machines. Two CPU-dependent code paths are forced
@@ -105,3 +105,76 @@ def test_deterministic_elementary_functions_match_numpy():
     a, b = np.random.default_rng(1), np.random.default_rng(1)
     np.testing.assert_allclose(streams.lognormal(a, 0.0, 0.2, 1000), b.lognormal(0.0, 0.2, 1000), rtol=5e-16)
     assert a.random() == b.random(), "lognormal must draw exactly what Generator.lognormal draws"
+
+
+TRAIN_A_FEW_STEPS = """
+import hashlib, sys, torch
+from terrapipe.stage import run_stage
+
+def main(args):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(12, 64, 3, padding=1)
+    mlp = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 64))
+    attention = torch.nn.MultiheadAttention(64, 4, batch_first=True)
+    parameters = [*conv.parameters(), *mlp.parameters(), *attention.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-3)
+    series = torch.randn(16, 12, 48)                                  # (B, C, T)
+    for _ in range(4):
+        tokens = mlp(conv(series).transpose(1, 2))                    # (B, T, 64)
+        tokens, _ = attention(tokens, tokens, tokens)
+        loss = torch.logsumexp(tokens, -1).mean() + tokens.std()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    digest = hashlib.md5(b"".join(p.detach().numpy().tobytes() for p in parameters)).hexdigest()
+    print(digest, torch.backends.cpu.get_cpu_capability())
+
+run_stage(main, "train a few steps", argv=[])
+"""
+
+
+def train_digest(tmp_path, env: dict) -> tuple[str, str]:
+    """(md5 of the parameters after a few AdamW steps, ATen's kernel level) from a stage process under ``env``."""
+    import os
+    import subprocess
+    import sys
+
+    from terrapipe.portable import PORTABLE_CPU_ENV
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS))
+    clean = {k: v for k, v in os.environ.items() if k not in {*PORTABLE_CPU_ENV, "MKL_ENABLE_INSTRUCTIONS"}}
+    result = subprocess.run([sys.executable, "-c", TRAIN_A_FEW_STEPS], cwd=tmp_path, env={**clean, **env},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    digest, capability = result.stdout.split()
+    return digest, capability
+
+
+AVX2_MKL = {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}  # the GEMM branch MKL picks on an AVX2-only machine
+
+
+def test_stage_training_bytes_do_not_depend_on_the_cpu(tmp_path):
+    """A stage's torch training gives the same parameters under an AVX2-only MKL as under this CPU's own, and
+    ATen runs its AVX2 kernels, not AVX-512 ones (terrapipe.portable)."""
+    native, capability = train_digest(tmp_path, {})
+    avx2_machine, _ = train_digest(tmp_path, AVX2_MKL)
+    assert capability != "AVX512", "run_stage must pin ATen below AVX-512"
+    assert native == avx2_machine, "MKL's GEMM branch depends on the CPU: MKL_CBWR is not in force in stages"
+
+
+def test_without_pinning_this_cpu_would_change_the_bytes(tmp_path):
+    """What the pinning prevents, where this CPU has AVX-512: its own kernels give other bytes than an AVX2 one's."""
+    import torch
+
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        pytest.skip("this CPU has no AVX-512 kernels to differ from the AVX2 ones")
+    native = {"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "AUTO", "ONEDNN_MAX_CPU_ISA": "ALL"}
+    assert train_digest(tmp_path, native) != train_digest(tmp_path, {**native, **AVX2_MKL})
+
+
+def test_pinning_keeps_what_the_user_set():
+    from terrapipe.portable import PORTABLE_CPU_ENV, pin_cpu_kernels
+
+    environ = {"MKL_CBWR": "AUTO"}
+    assert pin_cpu_kernels(environ) == {**PORTABLE_CPU_ENV, "MKL_CBWR": "AUTO"} == environ

@@ -10,8 +10,7 @@ import yaml
 from terrapipe.cli import main
 from terrapipe.errors import ConfigError
 from terrapipe.models.tokenization import band_groups
-from terrapipe.train.experiments import (ExperimentConfig, diff, flatten, load_pretrain, resolve,
-                                         resolved_document)
+from terrapipe.train.experiments import ExperimentConfig, diff, flatten, load_pretrain, resolve, resolved_document
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = str(REPO / "params.yaml")

@@ -5,10 +5,21 @@ import numpy as np
 import pytest
 import torch
 
-from terrapipe.train.losses import (PatchDiscrimination, PatchDiscriminationMaskedNegatives, era5_mean_regression,
-                                    era5_series_regression, info_nce, patch_loss)
-from terrapipe.train.masking import (ModalityCrossRandomMasking, RandomMasking, RandomWithDecodeMasking, mask_batch,
-                                     mask_sample)
+from terrapipe.train.losses import (
+    PatchDiscrimination,
+    PatchDiscriminationMaskedNegatives,
+    era5_mean_regression,
+    era5_series_regression,
+    info_nce,
+    patch_loss,
+)
+from terrapipe.train.masking import (
+    ModalityCrossRandomMasking,
+    RandomMasking,
+    RandomWithDecodeMasking,
+    mask_batch,
+    mask_sample,
+)
 from terrapipe.train.roles import MaskValue
 
 ENC, DEC, MISS = MaskValue.ONLINE_ENCODER, MaskValue.DECODER, MaskValue.MISSING

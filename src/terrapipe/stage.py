@@ -32,9 +32,15 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 
 def run_stage(main: Callable[[argparse.Namespace], None], description: str,
               extra_args: Callable[[argparse.ArgumentParser], None] | None = None, argv=None) -> None:
-    """Parse the stage's arguments, load params into ``args.params_obj`` and run ``main(args)``."""
+    """Parse the stage's arguments, load params into ``args.params_obj`` and run ``main(args)``.
+
+    CPU kernels are pinned first (``terrapipe.portable``): a stage's outputs are then the same bytes on any
+    x86-64 machine."""
     from terrapipe.config import load_params
+    from terrapipe.portable import pin_cpu_kernels
     from terrapipe.sources.transfer import RedactingFilter, redact
+
+    pin_cpu_kernels()
 
     parser = stage_parser(description)
     if extra_args:

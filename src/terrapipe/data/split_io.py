@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from terrapipe import paths
 from terrapipe.data.split import (
     ASSIGNMENT_COLUMNS,
     observation_table,
@@ -22,7 +23,6 @@ from terrapipe.data.split import (
     spatiotemporal_split,
     split_to_json,
 )
-from terrapipe import paths
 from terrapipe.errors import InputDataError
 
 log = logging.getLogger("terrapipe")

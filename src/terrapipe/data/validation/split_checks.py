@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from terrapipe import paths
-from terrapipe.data.validation.checks import BOOL, FLOAT, TEXT, Table, in_set, rows_at_least, schema_table, unique
+from terrapipe.data.validation.checks import FLOAT, TEXT, Table, in_set, rows_at_least, schema_table, unique
 
 
 def in_regions(latitude, longitude, regions: list[dict]) -> np.ndarray:
