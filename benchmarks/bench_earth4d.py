@@ -1,9 +1,11 @@
 """Figures for the Earth4D hash encoder: forward + backward throughput against the per-level loop and
 against this machine's memory bandwidth.
 
-    python benchmarks/bench_earth4d.py [--batch 8192] [--threads 2] [--presets cpu deepearth_162d]
+    python benchmarks/bench_earth4d.py [--batches 256 1024 8192] [--threads 2] [--presets default cpu deepearth_162d]
 
-In one process, for each preset:
+In one process, for each config ("default": the encoder params.yaml's earth4d section trains, i.e. the cpu
+preset with its overrides; "cpu"; "deepearth_162d", the seed's layout, at the largest batch only) and batch
+(256 is what the default experiment trains with):
   - samples/s of forward + backward (gradients w.r.t. the tables) of the vectorised encoder beside
     ``encode_per_level`` (a per-level PyTorch loop computing the same features) on the same batch, their
     steps interleaved in rounds so both see the same load: the ratio of the best steps (target >= 5 at
@@ -84,11 +86,23 @@ def timed_steps(paths: dict, encoder, coords: torch.Tensor, rounds: int, steps_p
     return seconds, cpu_seconds
 
 
+def encoder_config(name: str):
+    """A preset by name, or "default": the encoder of params.yaml's earth4d section (the preset plus overrides)."""
+    from terrapipe.models.earth4d import Earth4DConfig
+
+    if name != "default":
+        return Earth4DConfig.preset(name)
+    from terrapipe.config import load_params
+    from terrapipe.train.alphaearth import earth4d_params
+
+    return earth4d_params(load_params(REPO / "params.yaml")).encoder_config()
+
+
 def measure(preset: str, batch: int, device: torch.device, rounds: int, fast_steps: int, loop_steps: int,
             bandwidth: float | None) -> None:
-    from terrapipe.models.earth4d import Earth4D, Earth4DConfig, encode_per_level
+    from terrapipe.models.earth4d import Earth4D, encode_per_level
 
-    config = Earth4DConfig.preset(preset)
+    config = encoder_config(preset)
     encoder = Earth4D(config, seed=0).to(device)
     coords = world_coords(batch, seed=1, device=device)
     levels = config.spatial.levels + 3 * config.temporal.levels
@@ -116,9 +130,9 @@ def measure(preset: str, batch: int, device: torch.device, rounds: int, fast_ste
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=8192)
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 8192])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--presets", nargs="+", default=["cpu", "deepearth_162d"])
+    parser.add_argument("--presets", nargs="+", default=["default", "cpu", "deepearth_162d"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
@@ -127,15 +141,16 @@ def main(argv=None) -> int:
     print(f"baseline: numpy copy bandwidth (256 MB, read + write) = {bandwidth / 1e9:.1f} GB/s", flush=True)
     cpu = torch.device("cpu")
     for preset in args.presets:
-        if preset == "deepearth_162d":
-            measure(preset, args.batch, cpu, rounds=1, fast_steps=3, loop_steps=1, bandwidth=bandwidth)
-        else:
-            measure(preset, args.batch, cpu, rounds=6, fast_steps=3, loop_steps=1, bandwidth=bandwidth)
+        if preset == "deepearth_162d":  # a loop step takes tens of seconds: one round at the largest batch
+            measure(preset, max(args.batches), cpu, rounds=1, fast_steps=3, loop_steps=1, bandwidth=bandwidth)
+            continue
+        for batch in args.batches:
+            measure(preset, batch, cpu, rounds=6, fast_steps=3, loop_steps=1, bandwidth=bandwidth)
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         print(f"GPU {torch.cuda.get_device_name()}")
         for preset in args.presets:
-            measure(preset, args.batch * 8, gpu, rounds=3, fast_steps=10, loop_steps=1, bandwidth=None)
+            measure(preset, max(args.batches) * 8, gpu, rounds=3, fast_steps=10, loop_steps=1, bandwidth=None)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 
