@@ -117,8 +117,6 @@ class BrightnessEncoder:
 @pytest.fixture(scope="module")
 def brightness_handle(tmp_path_factory):
     """A handle with the pico experiment's config and store statistics, its model replaced."""
-    import dataclasses
-
     from test_embeddings import stats_document
 
     from terrapipe.evals.embeddings import EncoderHandle
@@ -128,9 +126,8 @@ def brightness_handle(tmp_path_factory):
                                           "sampling": {"patch_sizes": [4], "hw_tokens": [2], "token_budget": 96},
                                           "mix": {"encode": ["s2"], "decode_only": []}},
                                     experiments={"tiny": {}}), "tiny")
-    handle = EncoderHandle(BrightnessEncoder(), config, {"s2": modality("s2").band_order},
-                           {"imagery": {"s2": stats_document("s2")}}, "brightness")
-    return dataclasses.replace(handle)
+    return EncoderHandle(BrightnessEncoder(), config, {"s2": modality("s2").band_order},
+                         {"imagery": {"s2": stats_document("s2")}}, "brightness")
 
 
 def test_one_encoder_and_every_baseline_on_a_toy_classification_task(brightness_handle, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -120,16 +121,9 @@ def raw_pixel_features(task: TaskData, patch_size: int | None = None) -> np.ndar
     return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
-class _quiet_nan_warnings:
+def _quiet_nan_warnings() -> warnings.catch_warnings:
     """nanmean of an all-NaN slice warns; here it is expected (a cloud-lost patch) and handled downstream."""
-    def __enter__(self):
-        import warnings
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._catch.__exit__(*exc)
+    return warnings.catch_warnings(action="ignore", category=RuntimeWarning)
 
 
 def standardize(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
