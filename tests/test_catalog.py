@@ -22,8 +22,8 @@ import yaml
 import terrapipe.catalog as catalog
 from terrapipe import paths
 from terrapipe.catalog import CatalogError, CatalogLockedError, query, record_run, refresh
-from terrapipe.catalog.versions import FLOW_RUN_ID_ENV, code_version, data_outputs, data_version
 from terrapipe.errors import InputDataError
+from terrapipe.versions import FLOW_RUN_ID_ENV, code_version, data_outputs, data_version
 
 # The README's example queries (README "The catalog"): they must run and answer correctly.
 BEST_PER_TASK = """
@@ -411,8 +411,8 @@ def test_offline_wandb_run_writes_the_metadata_to_disk(repo, tmp_path, monkeypat
 
 
 def test_tracking_off_in_tests_and_outside_a_flow(monkeypatch):
-    from terrapipe.catalog.versions import flow_run_id
     from terrapipe.train.run import _tracker
+    from terrapipe.versions import flow_run_id
 
     monkeypatch.delenv(FLOW_RUN_ID_ENV, raising=False)
     assert flow_run_id() is None

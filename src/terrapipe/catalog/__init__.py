@@ -106,10 +106,10 @@ def _replace(con, table: str, frame, select: str | None = None) -> None:
 
 
 def _add_data_version(con, outputs: list[dict]) -> str | None:
-    """Store a data version's outputs (terrapipe.catalog.versions.data_outputs) unless it is there; its id."""
+    """Store a data version's outputs (terrapipe.versions.data_outputs) unless it is there; its id."""
     import pandas as pd
 
-    from terrapipe.catalog.versions import version_of
+    from terrapipe.versions import version_of
 
     version = version_of(outputs)
     if version is not None and not con.execute("SELECT count(*) FROM data_versions WHERE data_version = ?",
@@ -125,7 +125,7 @@ def refresh(db: str | Path = paths.CATALOG, root: str | Path = Path(".")) -> Non
     What does not exist yet is logged as missing and leaves its rows empty; a broken file raises.
     """
     from terrapipe.catalog import loaders
-    from terrapipe.catalog.versions import data_outputs
+    from terrapipe.versions import data_outputs
 
     root = Path(root)
     missing: list[str] = []   # everything is read before the file is opened, so the lock is held for the writes only
@@ -163,7 +163,7 @@ def record_run(db: str | Path = paths.CATALOG, *, experiment: str, kind: str, pa
     import uuid
     from datetime import datetime, timezone
 
-    from terrapipe.catalog.versions import code_version, data_outputs
+    from terrapipe.versions import code_version, data_outputs
 
     for name, value in (("experiment", experiment), ("kind", kind)):
         if not isinstance(value, str) or not value:

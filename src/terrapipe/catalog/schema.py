@@ -20,7 +20,7 @@ MIRRORED = {
 }
 
 HISTORY = {
-    # for every data version seen, the dvc.lock outputs that define it (terrapipe.catalog.versions)
+    # for every data version seen, the dvc.lock outputs that define it (terrapipe.versions)
     "data_versions": """data_version VARCHAR, stage VARCHAR, path VARCHAR, hash_name VARCHAR, hash VARCHAR,
                         size BIGINT, nfiles BIGINT, first_seen TIMESTAMP""",
     # one row per recorded run (record_run); recorded_at in UTC

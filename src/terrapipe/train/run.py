@@ -5,7 +5,7 @@ every rank trains its share of the global batch, rank 0 writes the outputs. W&B 
 ``tracking.wandb`` (offline by default, WANDB_MODE overrides it; tests run with disabled), project
 ``tracking.project`` (YYYY_MM_DD_<family>, seed 003), run name = the experiment key. The run's config
 is the resolved experiment document plus what makes the run findable and reproducible (flow-run id,
-code and data version: terrapipe.catalog.versions), also as tags (``tracking_metadata``).
+code and data version: terrapipe.versions), also as tags (``tracking_metadata``).
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _tracker(config, document: dict, key: str, out_dir: Path):
         return None, None
     import wandb
 
-    from terrapipe.catalog.versions import code_version, data_version, flow_run_id
+    from terrapipe.versions import code_version, data_version, flow_run_id
 
     run_config, tags = tracking_metadata(document, key, code_version=code_version(), data_version=data_version(),
                                          flow_run_id=flow_run_id())
