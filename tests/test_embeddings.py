@@ -239,6 +239,24 @@ def test_time_series_mean_skips_lost_steps_and_months_come_from_the_first_dated_
     np.testing.assert_array_equal(seen[0][0].numpy(), [[5, 3, 2024], [2, 5, 2024], [1, 7, 2020]])
 
 
+def test_single_images_are_encoded_at_one_fixed_date_whatever_their_files_say(handle):
+    """OlmoEarth's GeoBench and MADOS datasets pass default_day_month_year: a chip's own month must not reach
+    the encoder, or kNN votes by season (the sample tasks carry real acquisition dates)."""
+    seen = []
+
+    class Recording(GroupMeanEncoder):
+        def forward(self, batch, masks):
+            seen.append(batch.timestamps.clone())
+            return super().forward(batch, masks)
+
+    fake = EncoderHandle(Recording(handle.config), handle.config, handle.band_order, handle.normalization, "rec")
+    task = make_task(n=3, size=4)
+    dated = dataclasses.replace(task, dates={k: v + 100 * np.arange(3)[:, None] for k, v in task.dates.items()})
+    assert len({str(d) for d in dated.dates["s2"][:, 0]}) == 3                 # three different months on file
+    extract(fake, dated, "classification", patch_size=4)
+    np.testing.assert_array_equal(seen[0].numpy(), [[[1, 7, 2020]]] * 3)
+
+
 def test_merged_bandsets_pool_over_the_merged_tokens(handle):
     merged = ExperimentConfig.model_validate({**TINY, "model": {**TINY["model"], "merge": {"enabled": True}}})
     encoder = random_encoder_like(dataclasses.replace(handle, config=merged), seed=0)

@@ -9,9 +9,14 @@
 - Pass: every present token is ONLINE_ENCODER, every missing one MISSING (never encoded), eval mode, no
   band dropout, no ERA5 (downstream tasks carry none). A modality the encoder knows but the task lacks
   enters as one all-missing token, so it changes nothing.
-- Time: the task's series share one timestep axis (index t of every modality is step t, as the monthly
-  store's); a step's month comes from the first modality, in encoder order, that has a date there, and
-  mid-year (1 July) stands in where no modality has one (GEO-Bench chips carry no date).
+- Time: a single-image task (GEO-Bench's eurosat and so2sat, MADOS) is encoded at one fixed date, 1 July
+  2020, whatever its files say, as OlmoEarth's GeobenchDataset and MADOS dataset do (their
+  default_day_month_year): real GEO-Bench chips carry no date, and the sample tasks' real acquisition
+  months would otherwise dominate the pooled embedding (1-NN on them recovers a chip's month for every
+  test chip, random and pretrained encoders alike, and kNN then votes by season, not land use). A time
+  series (PASTIS) keeps its dates: its series share one timestep axis (index t of every modality is step
+  t, as the monthly store's), a step's month comes from the first modality, in encoder order, that has a
+  date there, and 1 July stands in where no modality has one.
 - Patch size: the smallest of the pretraining ``sampling.patch_sizes`` that divides the chip (OlmoEarth
   evaluates at 4, the smallest it trains with), unless one is given.
 - Pooling: classification = mean over every encoded token (modalities, positions, timesteps, band groups)
@@ -49,9 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("terrapipe")
 
-POOLING_VERSION = 2            # bump when the pooling or the input treatment changes: old cache entries then miss
+POOLING_VERSION = 3            # bump when the pooling or the input treatment changes: old cache entries then miss
 KINDS = ("classification", "segmentation")
-UNDATED = np.datetime64("2020-07-01", "D")   # a step no modality dates: mid-year, so no season is favoured
+UNDATED = np.datetime64("2020-07-01", "D")   # single images, and steps no modality dates: OlmoEarth's default
 Kind = Literal["classification", "segmentation"]
 
 
@@ -244,9 +249,10 @@ def _stats(handle: EncoderHandle, key: str) -> tuple[np.ndarray, np.ndarray, flo
 
 
 def _timestamps(task: TaskData, keys: tuple[str, ...], rows: np.ndarray, steps: int) -> np.ndarray:
-    """(B, T, 3) day, month, year per timestep: the first modality (``keys`` order) with a date there."""
+    """(B, T, 3) day, month, year per timestep: UNDATED for a single image, else the first modality (``keys``
+    order) with a date there."""
     chosen = np.full((len(rows), steps), np.datetime64("NaT"), "datetime64[D]")
-    for key in keys:
+    for key in keys if steps > 1 else ():
         if key not in task.dates:
             continue
         dates = task.dates[key][rows].astype("datetime64[D]")[:, :steps]          # (B, T_k)
