@@ -1,13 +1,14 @@
 """Issue 10's check: does the default pretrained encoder beat the random-encoder baseline on the land-use task
 (sample-eurosat, kNN accuracy on the test partition) by more than the run-to-run spread over 3 seeds?
 
-    python benchmarks/seed_spread_eurosat.py [--experiment KEY] [--seeds 0 1 2] [--steps N]
+    python benchmarks/seed_spread_eurosat.py [--experiment KEY] [--seeds 0 1 2] [--steps N] [--task-dir DIR]
 
 For each seed: trains the experiment exactly as pretrain@KEY does (params.yaml, train.seed replaced; the
 in-training callback off, which changes no weight) into a temporary folder, then scores its encoder and the
 random encoder that seed initialises (the run's own starting point) by evaluate@KEY's code. Prints each run,
 mean and sample standard deviation of both, the margin and whether it exceeds the larger spread.
-Reads data/processed (the store) and data/raw/tasks/eurosat of the checkout (run `dvc repro` first).
+Reads data/processed (the store) and data/raw/tasks/eurosat of the checkout (run `dvc repro` first), or the
+sample-eurosat folder given by --task-dir (e.g. one made with a larger tasks.eurosat.n_samples).
 """
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def main() -> None:
                         help="default: the base experiment (what every other one varies)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, help="override train.steps (default: params.yaml)")
+    parser.add_argument("--task-dir", type=Path, default=REPO / paths.task_dir("eurosat"),
+                        help="a sample-eurosat folder in GEO-Bench's layout (default: the checkout's)")
     args = parser.parse_args()
-    task = read_task("eurosat", REPO / paths.task_dir("eurosat"))
+    task = read_task("eurosat", args.task_dir)
     settings = EvaluateParams()
     trained, random = [], []
     with tempfile.TemporaryDirectory(prefix="terrapipe-seeds-") as work:
