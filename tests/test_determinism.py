@@ -108,7 +108,7 @@ def test_deterministic_elementary_functions_match_numpy():
 
 
 TRAIN_A_FEW_STEPS = """
-import hashlib, sys, torch
+import hashlib, torch
 from terrapipe.stage import run_stage
 
 def main(args):

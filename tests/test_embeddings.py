@@ -215,7 +215,8 @@ def test_pooling_by_hand_with_a_fake_encoder_and_the_checkpoint_stats(handle):
     assert not np.allclose(shifted, cls)                          # other statistics, other embeddings
 
 
-def test_time_series_mean_skips_lost_steps_and_months_come_from_the_first_dated_modality(handle):
+def timestamp_recorder(handle) -> tuple[EncoderHandle, list]:
+    """A group-mean encoder handle that appends every batch's timestamps (B, T, 3) to the returned list."""
     seen = []
 
     class Recording(GroupMeanEncoder):
@@ -223,7 +224,11 @@ def test_time_series_mean_skips_lost_steps_and_months_come_from_the_first_dated_
             seen.append(batch.timestamps.clone())
             return super().forward(batch, masks)
 
-    fake = EncoderHandle(Recording(handle.config), handle.config, handle.band_order, handle.normalization, "rec")
+    return EncoderHandle(Recording(handle.config), handle.config, handle.band_order, handle.normalization, "rec"), seen
+
+
+def test_time_series_mean_skips_lost_steps_and_months_come_from_the_first_dated_modality(handle):
+    fake, seen = timestamp_recorder(handle)
     task = make_task(n=1, size=4, steps=3)
     s2 = task.images["s2"].copy()
     s2[0, 1] = np.nan                                              # step 1 of S2 lost to clouds
@@ -242,14 +247,7 @@ def test_time_series_mean_skips_lost_steps_and_months_come_from_the_first_dated_
 def test_single_images_are_encoded_at_one_fixed_date_whatever_their_files_say(handle):
     """OlmoEarth's GeoBench and MADOS datasets pass default_day_month_year: a chip's own month must not reach
     the encoder, or kNN votes by season (the sample tasks carry real acquisition dates)."""
-    seen = []
-
-    class Recording(GroupMeanEncoder):
-        def forward(self, batch, masks):
-            seen.append(batch.timestamps.clone())
-            return super().forward(batch, masks)
-
-    fake = EncoderHandle(Recording(handle.config), handle.config, handle.band_order, handle.normalization, "rec")
+    fake, seen = timestamp_recorder(handle)
     task = make_task(n=3, size=4)
     dated = dataclasses.replace(task, dates={k: v + 100 * np.arange(3)[:, None] for k, v in task.dates.items()})
     assert len({str(d) for d in dated.dates["s2"][:, 0]}) == 3                 # three different months on file

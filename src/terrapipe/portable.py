@@ -8,7 +8,7 @@ the CPU stages' outputs a function of params, code and data alone. The cost here
 
 Each library reads its variable at its first kernel call, so ``pin_cpu_kernels`` must run before any
 tensor work (``terrapipe.stage.run_stage`` calls it first). A value already in the environment wins:
-``ATEN_CPU_CAPABILITY=avx512`` (and unset ``MKL_CBWR``) buys speed and gives up cross-machine bytes.
+``ATEN_CPU_CAPABILITY=avx512 MKL_CBWR=AUTO`` buys speed and gives up cross-machine bytes.
 """
 from __future__ import annotations
 

@@ -252,7 +252,8 @@ def _timestamps(task: TaskData, keys: tuple[str, ...], rows: np.ndarray, steps: 
     """(B, T, 3) day, month, year per timestep: UNDATED for a single image, else the first modality (``keys``
     order) with a date there."""
     chosen = np.full((len(rows), steps), np.datetime64("NaT"), "datetime64[D]")
-    for key in keys if steps > 1 else ():
+    dated = keys if steps > 1 else ()            # a single image keeps UNDATED, whatever its files say
+    for key in dated:
         if key not in task.dates:
             continue
         dates = task.dates[key][rows].astype("datetime64[D]")[:, :steps]          # (B, T_k)
