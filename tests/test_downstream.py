@@ -174,3 +174,20 @@ def test_a_task_without_test_samples_names_the_param_to_raise(brightness_handle,
     task = TaskData(**{**task.__dict__, "partition": np.where(task.partition == "test", "valid", task.partition)})
     with pytest.raises(InputDataError, match="tasks.eurosat.n_samples"):
         evaluate_task(brightness_handle, "eurosat", task, EvaluateParams(random_encoder_seeds=[0]), tmp_path)
+
+
+def test_segmentation_probe_scores_features_alike_whatever_their_scale_and_offset():
+    """An encoder's embeddings vary little around large offsets; the probe z-scores them, so they train as
+    well as the same information at unit scale would."""
+    from terrapipe.evals.downstream import score_features
+    from terrapipe.evals.probes import ProbeConfig
+
+    task = toy_task("segmentation", n=12)
+    params = EvaluateParams(random_encoder_seeds=[0], probes={"pastis": ProbeConfig(), "mados": ProbeConfig()})
+    features = raw_pixel_features(task, 4)                                  # (N, 2, 2, 24)
+    by_split = {s: features[task.partition == s] for s in ("train", "valid", "test")}
+    squeezed = {s: 1.0 + 0.003 * f / f.std() for s, f in by_split.items()}   # spread 0.003 around 1
+    plain = score_features(REGISTRY["mados"], task, by_split, params, "mados").report
+    small = score_features(REGISTRY["mados"], task, squeezed, params, "mados").report
+    assert plain["micro_f1"] > 0.9
+    assert small["micro_f1"] == pytest.approx(plain["micro_f1"])

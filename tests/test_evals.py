@@ -181,6 +181,17 @@ def test_linear_probe_separates_clusters_and_repeats_bit_for_bit():
     assert other_seed.curve[0]["train_loss"] != first.curve[0]["train_loss"]
 
 
+def test_a_long_probe_reports_val_at_evenly_spaced_epochs_and_the_last():
+    from terrapipe.evals.probes import VAL_POINTS
+
+    (x, y), (xt, yt) = clusters(64, 0), clusters(16, 1)
+    config = FAST.model_copy(update={"epochs": 2 * VAL_POINTS + 1})
+    curve = train_linear_probe(x, y, xt, yt, 3, config, val_emb=xt, val_labels=yt).curve
+    with_val = [p["epoch"] for p in curve if "val_accuracy" in p]
+    assert len(curve) == config.epochs
+    assert with_val == [*range(2, 2 * VAL_POINTS + 1, 2), config.epochs]
+
+
 def test_linear_probe_schedule_warms_up_then_decays_to_final_lr():
     x, y = clusters(64, 2)
     config = ProbeConfig(lr=0.1, epochs=10, batch_size=32, warmup_fraction=0.1, final_lr=1e-3)

@@ -17,7 +17,7 @@ Every result stands beside its baselines, scored by the same method on the same 
 - majority: the most frequent training class everywhere.
 
 kNN uses the train partition as its reference set and scores the test partition; probes train on the train
-partition (its label fraction), follow the valid partition in their curve, and score the test partition,
+partition (its label fraction; features z-scored with its statistics, whichever method made them), follow the valid partition in their curve, and score the test partition,
 which nothing is ever fitted or selected on.
 
 Shapes: N samples, C bands, T timesteps, H W pixels, p patch size, h w = H/p W/p tokens per side, D width.
@@ -149,7 +149,13 @@ def _labelled(labels: np.ndarray) -> np.ndarray:
 
 def score_features(spec: TaskSpec, task: TaskData, features: dict[str, np.ndarray], params: EvaluateParams,
                    key: str) -> Scored:
-    """Score one feature set ({"train", "valid", "test"} -> [N, D] or [N, h, w, D]) by the task's method."""
+    """Score one feature set ({"train", "valid", "test"} -> [N, D] or [N, h, w, D]) by the task's method.
+
+    A segmentation probe sees every feature set z-scored with its training statistics: its per-patch Linear
+    has no BatchNorm (the classification probe's), and an encoder's embedding dimensions vary ~0.03 across
+    samples around offsets of ~1 (position embeddings), so AdamW's fixed budget would leave it at the
+    majority class while the (z-scored) raw pixels train. kNN takes embeddings as they are (cosine).
+    """
     from terrapipe.evals.knn import knn_classify
     from terrapipe.evals.metrics import classification_report
     from terrapipe.evals.probes import train_segmentation_probe
@@ -162,9 +168,11 @@ def score_features(spec: TaskSpec, task: TaskData, features: dict[str, np.ndarra
                             k=params.knn.k, temperature=params.knn.temperature)
         return Scored(classification_report(pred, labels["test"], classes, IGNORE_LABEL), pred)
     patch = task.labels.shape[-1] // features["train"].shape[2]
+    others = [s for s in features if s != "train"]
+    z = dict(zip(["train", *others], standardize(features["train"], *(features[s] for s in others))))
     config = params.probes[key].model_copy(update={"ignore_index": IGNORE_LABEL})
-    result = train_segmentation_probe(features["train"], labels["train"], features["test"], labels["test"], patch,
-                                      classes, config, val_emb=features.get("valid"), val_masks=labels.get("valid"))
+    result = train_segmentation_probe(z["train"], labels["train"], z["test"], labels["test"], patch,
+                                      classes, config, val_emb=z.get("valid"), val_masks=labels.get("valid"))
     return Scored(result.metrics, result.predictions)
 
 

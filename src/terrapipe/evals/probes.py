@@ -30,6 +30,7 @@ from terrapipe.evals.metrics import classification_report, to_numpy
 
 EVAL_ROWS = 256            # rows per inference batch (bounds the [rows, C, H, W] logit map)
 SUBSET_STREAM = 1          # the label-fraction draw's random stream, apart from the batch order's
+VAL_POINTS = 50            # val reports per probe run, evenly spaced, the last epoch always one
 
 
 class ProbeConfig(BaseModel):
@@ -56,7 +57,7 @@ class ProbeConfig(BaseModel):
 @dataclass
 class ProbeResult:
     metrics: dict                      # classification_report of the test predictions
-    curve: list[dict]                  # per epoch: epoch, train_loss, lr, and val_* when a val set is given
+    curve: list[dict]                  # per epoch: epoch, train_loss, lr; val_* (a val set given) at VAL_POINTS epochs
     train_rows: np.ndarray             # the training rows used (the label-fraction subset), ascending
     val_metrics: dict | None = None    # classification_report of the final val predictions
     predictions: np.ndarray | None = field(default=None, repr=False)   # the test predictions the metrics score
@@ -193,6 +194,7 @@ def _fit(model, forward, kind: str, train: tuple, evaluate: dict, num_classes: i
                                                                config.ignore_index)
 
     curve = []
+    val_every = max(1, config.epochs // VAL_POINTS)   # a val report costs as much as a training epoch
     for epoch in range(config.epochs):
         model.train()
         loss_sum, labelled_sum, lr = 0.0, 0, optimizer.param_groups[0]["lr"]
@@ -207,7 +209,7 @@ def _fit(model, forward, kind: str, train: tuple, evaluate: dict, num_classes: i
             labelled = int((target != config.ignore_index).sum())
             loss_sum, labelled_sum = loss_sum + loss.item() * labelled, labelled_sum + labelled
         point = {"epoch": epoch + 1, "train_loss": loss_sum / labelled_sum, "lr": lr}
-        val = report("val")
+        val = report("val") if (epoch + 1) % val_every == 0 or epoch + 1 == config.epochs else None
         if val is not None:
             point.update({f"val_{k}": val[k] for k in ("accuracy", "macro_f1", "miou")})
         curve.append(point)
