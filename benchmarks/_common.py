@@ -64,3 +64,26 @@ def report(name: str, value: float, unit: str, baseline: float, better: str) -> 
     line = f"{name}: {value:.3g} {unit} | baseline {baseline:.3g} {unit} | ratio {ratio:.2f} ({better} is better) [{'meets' if ok else 'MISSES'} target]"
     print(line, flush=True)
     return line
+
+
+def pretrain_like_stage(experiment: str, out: Path, seed: int, steps: int | None = None) -> float:
+    """Train ``experiment`` as pretrain@KEY does (params.yaml's pretrain section, the checkout's store) into
+    ``out`` with train.seed = ``seed`` (and train.steps = ``steps`` if given); no W&B, no in-training callback
+    (it changes no weight). Returns the training seconds."""
+    import copy
+
+    from terrapipe import paths
+    from terrapipe.train.experiments import PretrainParams
+    from terrapipe.train.run import run_experiment
+
+    document = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"])
+    base = document["base"]
+    base["train"]["seed"] = seed
+    base["downstream"]["every"] = 0
+    base["tracking"]["wandb"] = "disabled"
+    if steps:
+        base["train"]["steps"] = steps
+    started = time.perf_counter()
+    run_experiment(PretrainParams.model_validate(document), experiment, out, progress=False,
+                   store_dirs=(REPO / paths.processed("sentinel"), REPO / paths.processed("era5")))
+    return time.perf_counter() - started

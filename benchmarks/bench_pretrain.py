@@ -90,7 +90,7 @@ def measure(config, arrays, train_rows, device, steps: int, bf16: bool) -> dict:
     flops_per_step = counter.get_total_flops()
     loader = Prefetcher(make, ((s, m) for s in range(3, 3 + steps) for m in range(n_micro)))
     start, tokens, pending, times = time.perf_counter(), 0, [], []
-    for (s, m), batch in loader:
+    for (_s, m), batch in loader:
         pending.append(batch)
         if m == n_micro - 1:
             t0 = time.perf_counter()

@@ -13,28 +13,24 @@ sample-eurosat folder given by --task-dir (e.g. one made with a larger tasks.eur
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def main() -> None:
     import numpy as np
-    import yaml
+    from _common import pretrain_like_stage
 
     from terrapipe import paths
     from terrapipe.data.tasks import read_task
     from terrapipe.evals.downstream import EvaluateParams, evaluate_task
     from terrapipe.evals.embeddings import load_encoder
-    from terrapipe.train.experiments import PretrainParams
-    from terrapipe.train.run import run_experiment
 
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="default_bandsets_via_tokenconfig_cross_random_masked_neg",
                         help="default: the base experiment (what every other one varies)")
@@ -48,18 +44,8 @@ def main() -> None:
     trained, random = [], []
     with tempfile.TemporaryDirectory(prefix="terrapipe-seeds-") as work:
         for seed in args.seeds:
-            document = copy.deepcopy(raw)
-            base = document["base"]
-            base["train"]["seed"] = seed
-            base["downstream"]["every"] = 0
-            base["tracking"]["wandb"] = "disabled"
-            if args.steps:
-                base["train"]["steps"] = args.steps
-            started = time.perf_counter()
             out = Path(work) / f"seed{seed}"
-            run_experiment(PretrainParams.model_validate(document), args.experiment, out, progress=False,
-                           store_dirs=(REPO / paths.processed("sentinel"), REPO / paths.processed("era5")))
-            train_s = time.perf_counter() - started
+            train_s = pretrain_like_stage(args.experiment, out, seed, args.steps)
             handle = load_encoder(out / "checkpoint.pt")
             one = EvaluateParams(random_encoder_seeds=[seed], knn=settings.knn)
             result = evaluate_task(handle, "eurosat", task, one, Path(work) / "cache")
@@ -73,6 +59,10 @@ def main() -> None:
     print(f"\n{args.experiment}, sample-eurosat kNN accuracy (test), {len(t)} seeds:")
     print(f"  pretrained     {t.mean():.3f} +- {t.std(ddof=1):.3f}")
     print(f"  random encoder {r.mean():.3f} +- {r.std(ddof=1):.3f}")
+    n_test = int((task.partition == "test").sum())
+    p = r.mean()
+    print(f"  one accuracy on {n_test} test chips has a binomial sampling error of about {np.sqrt(p * (1 - p) / n_test):.3f}"
+          " (sqrt(p (1 - p) / n)): the test set cannot resolve differences much smaller")
     print(f"  margin {margin:+.3f} vs run-to-run spread {spread:.3f}: "
           f"{'beats the random encoder by more than the spread' if margin > spread else 'NOT larger than the spread'}")
 

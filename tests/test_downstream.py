@@ -143,6 +143,9 @@ def test_one_encoder_and_every_baseline_on_a_toy_classification_task(brightness_
     assert summary["random_encoder_std"] == 0.0
     assert summary["gain_over_random"] == summary["encoder"] - summary["random_encoder"]
     assert set(summary["details"]["random_encoder_seeds"]) == {"0", "1"}
+    geometry = summary["details"]["embedding_geometry"]
+    assert geometry["encoder"]["rows"] == 12 and geometry["encoder"]["effective_rank"] == pytest.approx(1.0)
+    assert geometry["random_encoder"] == geometry["encoder"]                 # the same module stands in for both
     actual, predicted = result.confusion
     assert len(actual) == summary["details"]["test_samples"] == 6 and (actual == predicted).all()
     write_confusion(tmp_path / "confusion.csv", toy_task(), actual, predicted)

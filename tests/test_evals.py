@@ -286,3 +286,20 @@ def test_probe_config_rejects_impossible_values():
         train_linear_probe(x, labels, x, labels + 1, 2, ProbeConfig(epochs=1))
     with pytest.raises(ValueError, match="raise label_fraction"):
         train_linear_probe(x, np.zeros(201, int), x, labels, 2, ProbeConfig(label_fraction=0.001, epochs=1))
+
+
+def test_embedding_geometry_against_hand_cases():
+    from terrapipe.evals.metrics import embedding_geometry
+
+    line = np.outer(np.arange(1.0, 7.0), [3.0, 4.0, 0.0])                  # 6 rows on one ray
+    one = embedding_geometry(line)
+    assert one["effective_rank"] == pytest.approx(1.0) and one["top_direction_share"] == pytest.approx(1.0)
+    assert one["mean_cosine"] == pytest.approx(1.0) and one["rows"] == 6
+    square = np.array([[1.0, 0], [-1, 0], [0, 1], [0, -1]])                 # isotropic in 2-D
+    two = embedding_geometry(square)
+    assert two["effective_rank"] == pytest.approx(2.0) and two["top_direction_share"] == pytest.approx(0.5)
+    assert two["mean_cosine"] == pytest.approx(-1 / 3)                      # 12 ordered pairs: 4 at -1, 8 at 0
+    grid = embedding_geometry(np.tile(square, (3, 1)).reshape(3, 2, 2, 2), max_rows=5)
+    assert grid["rows"] == 5
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        embedding_geometry(np.ones((1, 4)))

@@ -17,8 +17,11 @@ Every result stands beside its baselines, scored by the same method on the same 
 - majority: the most frequent training class everywhere.
 
 kNN uses the train partition as its reference set and scores the test partition; probes train on the train
-partition (its label fraction; features z-scored with its statistics, whichever method made them), follow the valid partition in their curve, and score the test partition,
-which nothing is ever fitted or selected on.
+partition (its label fraction; features z-scored with its statistics, whichever method made them), follow
+the valid partition in their curve, and score the test partition, which nothing is ever fitted or selected
+on. Beside the scores, ``details.embedding_geometry`` says how much the encoder's and the random encoders'
+training-partition embeddings vary (effective rank, mean cosine): cosine kNN cannot tell encoders apart
+whose embeddings all point nearly the same way.
 
 Shapes: N samples, C bands, T timesteps, H W pixels, p patch size, h w = H/p W/p tokens per side, D width.
 """
@@ -196,6 +199,16 @@ def _brief(report: dict) -> dict:
     return {k: report[k] for k in ("accuracy", "micro_f1", "macro_f1", "miou", "n")}
 
 
+def _geometry(encoder_train: np.ndarray, random_trains: list[np.ndarray]) -> dict:
+    """metrics.embedding_geometry of the training partition's embeddings (kNN's reference set, the probes'
+    training rows): the encoder's, and the random encoders' mean over their initialisations."""
+    from terrapipe.evals.metrics import embedding_geometry
+
+    randoms = [embedding_geometry(r) for r in random_trains]
+    return {"encoder": embedding_geometry(encoder_train),
+            "random_encoder": {k: float(np.mean([r[k] for r in randoms])) for k in randoms[0]}}
+
+
 @dataclass
 class TaskResult:
     """Everything evaluate@<experiment> writes for one task."""
@@ -260,6 +273,7 @@ def evaluate_task(handle, key: str, task: TaskData, params: EvaluateParams, cach
                                              for seed, s in zip(params.random_encoder_seeds, random_scores)},
                     "raw_pixels": _brief(results["raw_pixels"].report),
                     "majority": _brief(results["majority"].report),
+                    "embedding_geometry": _geometry(encoded["train"], [r["train"] for r in randoms]),
                     "test_samples": int((task.partition == "test").sum()),
                     "train_samples": int((task.partition == "train").sum()),
                     "classes": list(task.class_names)},

@@ -137,3 +137,32 @@ def multilabel_report(pred, target) -> dict:
     tp, fp, fn = ((pred & target).sum(0), (pred & ~target).sum(0), (~pred & target).sum(0))    # (C,) each
     scores = scores_from_counts(tp, fp, fn)
     return {"accuracy": float((pred == target).all(axis=1).mean()), **scores, "n": int(len(pred))}
+
+
+GEOMETRY_ROWS = 4096     # rows an embedding diagnostic uses at most (a seeded subsample beyond)
+
+
+def embedding_geometry(embeddings, max_rows: int = GEOMETRY_ROWS) -> dict:
+    """How much of a set of embeddings varies from one row to another: what a cosine kNN can tell apart.
+
+    Args: embeddings [N, D] (or [N, h, w, D]: each position a row).
+    Returns: {"effective_rank": exp of the entropy of the centred rows' normalized squared singular values
+    (Roy & Vetterli 2007; 1 = a single direction, D = isotropic), "top_direction_share": the first
+    principal component's share of the centred variance, "mean_cosine": the mean cosine similarity of two
+    distinct rows (near 1: every row points the same way, and cosine kNN ranks by small differences),
+    "rows": rows used}.
+    """
+    x = to_numpy(embeddings).astype(np.float64)
+    x = x.reshape(-1, x.shape[-1])
+    if len(x) > max_rows:
+        x = x[np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))]
+    if len(x) < 2:
+        raise ValueError(f"embedding_geometry needs at least 2 rows, got {len(x)}")
+    energy = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+    share = energy / energy.sum() if energy.sum() > 0 else np.eye(1, len(energy))[0]
+    entropy = -(share[share > 0] * np.log(share[share > 0])).sum()
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(unit)
+    pair_sum = (np.square(unit.sum(0)).sum() - n) / (n * (n - 1))     # mean over i != j of <u_i, u_j>
+    return {"effective_rank": float(np.exp(entropy)), "top_direction_share": float(share[0]),
+            "mean_cosine": float(pair_sum), "rows": int(n)}
