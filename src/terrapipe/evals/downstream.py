@@ -65,6 +65,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+SAMPLE_PROBE_EPOCHS = 500   # OlmoEarth's 50 epochs are hundreds of steps on the real benchmarks; the sample
+                            # tasks' 5-10 training scenes fill one batch, and 50 steps left MADOS at majority
+
+
 class KnnParams(_Section):
     k: int = Field(20, ge=1)
     temperature: float = Field(0.07, gt=0)
@@ -75,7 +79,8 @@ class EvaluateParams(_Section):
     tasks: list[Literal["eurosat", "so2sat", "pastis", "mados"]] = list(TASKS)
     knn: KnnParams = KnnParams()
     probes: dict[str, ProbeConfig] = Field(
-        default_factory=lambda: {"pastis": ProbeConfig(lr=0.1), "mados": ProbeConfig(lr=0.01)},
+        default_factory=lambda: {"pastis": ProbeConfig(lr=0.1, epochs=SAMPLE_PROBE_EPOCHS),
+                                 "mados": ProbeConfig(lr=0.01, epochs=SAMPLE_PROBE_EPOCHS)},
         description="per segmentation task, OlmoEarth's probe learning rates (0.1 PASTIS, 0.01 MADOS)")
     random_encoder_seeds: list[int] = Field([0, 1, 2], min_length=1,
                                             description="random-encoder baseline: mean and std over these inits")
