@@ -249,6 +249,18 @@ def test_pixel_logits_places_each_patch_channel_at_its_pixel():
     assert logits[0, 1, 1, 0] == 6.0 and logits[0, 1, 1, 3] == 7.0 and logits[0, 0, 0, 1] == 1.0 and logits[0, 1, 0, 5] == 5.0
 
 
+def test_patch_cross_entropy_is_the_pixel_map_cross_entropy():
+    from terrapipe.evals.probes import patch_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    linear = torch.nn.Linear(5, 3 * 4 * 4)
+    x = torch.randn(2, 3, 2, 5, generator=generator)                            # (B, H', W', D), ps = 4
+    masks = torch.randint(0, 3, (2, 12, 8), generator=generator)
+    masks[0, :5, 2:7] = -1                                                      # ignored pixels across patches
+    pixels = torch.nn.functional.cross_entropy(pixel_logits(linear, x, 4, (12, 8)), masks, ignore_index=-1)
+    assert patch_cross_entropy(linear, x, masks, 4, -1).item() == pytest.approx(pixels.item(), rel=1e-6)
+
+
 # -------------------------------------------------------------------------------------- label fraction
 
 def test_label_subset_is_stratified_seeded_and_keeps_every_class():
