@@ -186,10 +186,11 @@ def test_a_stage_reexecutes_itself_as_two_torchrun_ranks(tmp_path):
     script.write_text(f"import os, sys\nsys.path.insert(0, {str(REPO / 'src')!r})\n"
                       "from terrapipe.orchestration.torchrun import reexec_under_torchrun\n"
                       "reexec_under_torchrun(__file__)\n"
-                      "print(f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: {sys.argv[1:]}\")\n")
+                      "os.write(1, f\"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: {sys.argv[1:]}\\n\".encode())\n")
     env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
     result = subprocess.run([sys.executable, str(script), "era5_reg_mean"], env={**env, "TERRAPIPE_NPROC_PER_NODE": "2",
                             "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(result.stdout.split("\n")[:2]) == ["rank 0 of 2: ['era5_reg_mean']", "rank 1 of 2: ['era5_reg_mean']"]
+    ranks = sorted(line for line in result.stdout.splitlines() if line)   # one write per rank: lines never interleave
+    assert ranks == ["rank 0 of 2: ['era5_reg_mean']", "rank 1 of 2: ['era5_reg_mean']"]
     assert "running under torchrun" in result.stderr
