@@ -27,8 +27,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 PROBE_EPOCHS = 200      # ~125 training rows fill one batch: 200 epochs are 200 AdamW steps
 
 
-def cross_validated(features, labels, folds: int, seed: int, knn, classes: int) -> tuple[float, float]:
-    """(kNN accuracy, linear-probe accuracy), each the mean over ``folds`` seeded folds; features [N, D]."""
+def cross_validated(features, labels, folds: int, seed: int, knn, classes: int,
+                    z_score_knn: bool = False) -> tuple[float, float]:
+    """(kNN accuracy, linear-probe accuracy), each the mean over ``folds`` seeded folds; features [N, D].
+    kNN sees the features as they are, or with ``z_score_knn`` z-scored by the training folds (raw pixels),
+    as evaluate@KEY does."""
     import numpy as np
 
     from terrapipe.evals.downstream import standardize
@@ -41,8 +44,8 @@ def cross_validated(features, labels, folds: int, seed: int, knn, classes: int) 
         test = order[fold::folds]
         train = np.setdiff1d(order, test)
         x_train, x_test = standardize(features[train], features[test])
-        predicted = knn_classify(features[train], labels[train], features[test], classes, k=knn.k,
-                                 temperature=knn.temperature)
+        reference, query = (x_train, x_test) if z_score_knn else (features[train], features[test])
+        predicted = knn_classify(reference, labels[train], query, classes, k=knn.k, temperature=knn.temperature)
         knn_hits += int((predicted == labels[test]).sum())
         probe = train_linear_probe(x_train, labels[train], x_test, labels[test], classes,
                                    ProbeConfig(epochs=PROBE_EPOCHS, seed=seed))
@@ -58,7 +61,7 @@ def main() -> None:
     from terrapipe import paths
     from terrapipe.config import load_params
     from terrapipe.data.tasks import IGNORE_LABEL, read_task
-    from terrapipe.evals.downstream import evaluate_params, raw_pixel_features, standardize
+    from terrapipe.evals.downstream import evaluate_params, raw_pixel_features
     from terrapipe.evals.embeddings import extract, load_encoder, random_encoder_like
     from terrapipe.portable import pin_cpu_kernels
 
@@ -85,13 +88,14 @@ def main() -> None:
         finally:
             torch.set_num_threads(threads)
 
-    def score(features) -> tuple[float, float]:
-        return cross_validated(features[labelled], labels, args.folds, args.seed, evaluation.knn, classes)
+    def score(features, z_score_knn: bool = False) -> tuple[float, float]:
+        return cross_validated(features[labelled], labels, args.folds, args.seed, evaluation.knn, classes,
+                               z_score_knn)
 
     print(f"sample-eurosat: {len(labels)} labelled chips, {args.folds}-fold cross-validation (seed {args.seed}); "
           f"kNN k={evaluation.knn.k}, linear probe {PROBE_EPOCHS} epochs", flush=True)
     print(f"{'features':<34} {'knn acc':>8} {'probe acc':>9}")
-    raw = score(standardize(raw_pixel_features(task))[0])
+    raw = score(raw_pixel_features(task), z_score_knn=True)
     print(f"{'raw pixels (per-band mean, std)':<34} {raw[0]:>8.3f} {raw[1]:>9.3f}", flush=True)
     first = None
     with tempfile.TemporaryDirectory(prefix="terrapipe-steps-") as work:

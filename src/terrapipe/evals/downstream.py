@@ -158,14 +158,21 @@ def _labelled(labels: np.ndarray) -> np.ndarray:
     return labels != IGNORE_LABEL
 
 
+def _z_scored(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every split of a feature set z-scored with the train split's statistics (``standardize``)."""
+    others = [s for s in features if s != "train"]
+    return dict(zip(["train", *others], standardize(features["train"], *(features[s] for s in others))))
+
+
 def score_features(spec: TaskSpec, task: TaskData, features: dict[str, np.ndarray], params: EvaluateParams,
-                   key: str) -> Scored:
+                   key: str, *, z_score: bool = False) -> Scored:
     """Score one feature set ({"train", "valid", "test"} -> [N, D] or [N, h, w, D]) by the task's method.
 
     A segmentation probe sees every feature set z-scored with its training statistics: its per-patch Linear
     has no BatchNorm (the classification probe's), and an encoder's embedding dimensions vary ~0.03 across
     samples around offsets of ~1 (position embeddings), so AdamW's fixed budget would leave it at the
-    majority class while the (z-scored) raw pixels train. kNN takes embeddings as they are (cosine).
+    majority class while the (z-scored) raw pixels train. kNN takes embeddings as they are (cosine), and
+    z-scored features only with ``z_score`` (raw pixels: bands in different units).
     """
     from terrapipe.evals.knn import knn_classify
     from terrapipe.evals.metrics import classification_report
@@ -173,17 +180,18 @@ def score_features(spec: TaskSpec, task: TaskData, features: dict[str, np.ndarra
 
     labels = {split: task.labels[task.partition == split] for split in features}
     classes = len(task.class_names)
+    if z_score or spec.method != "knn":
+        features = _z_scored(features)
     if spec.method == "knn":
         keep = _labelled(labels["train"])
         pred = knn_classify(features["train"][keep], labels["train"][keep], features["test"], classes,
                             k=params.knn.k, temperature=params.knn.temperature)
         return Scored(classification_report(pred, labels["test"], classes, IGNORE_LABEL), pred)
     patch = task.labels.shape[-1] // features["train"].shape[2]
-    others = [s for s in features if s != "train"]
-    z = dict(zip(["train", *others], standardize(features["train"], *(features[s] for s in others))))
     config = params.probes[key].model_copy(update={"ignore_index": IGNORE_LABEL})
-    result = train_segmentation_probe(z["train"], labels["train"], z["test"], labels["test"], patch,
-                                      classes, config, val_emb=z.get("valid"), val_masks=labels.get("valid"))
+    result = train_segmentation_probe(features["train"], labels["train"], features["test"], labels["test"], patch,
+                                      classes, config, val_emb=features.get("valid"),
+                                      val_masks=labels.get("valid"))
     return Scored(result.metrics, result.predictions)
 
 
@@ -261,8 +269,8 @@ def evaluate_task(handle, key: str, task: TaskData, params: EvaluateParams, cach
     random_scores = [score_features(spec, task, r, params, key) for r in randoms]
     patch = None if kind == "classification" else task.labels.shape[-1] // encoded["train"].shape[2]
     raw = raw_pixel_features(task, patch)
-    raw_by_split = dict(zip(splits, standardize(*(raw[task.partition == s] for s in splits))))
-    results["raw_pixels"] = score_features(spec, task, raw_by_split, params, key)
+    results["raw_pixels"] = score_features(spec, task, {s: raw[task.partition == s] for s in splits}, params, key,
+                                           z_score=True)
     results["majority"] = majority(task)
     probing_s = time.perf_counter() - started
 
