@@ -41,6 +41,21 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
+def parse_overrides(assignments: list[str]) -> dict:
+    """``["optim.lr=0.001", "sampling.hw_tokens=[2, 4]"]`` -> a nested dict (values read as YAML)."""
+    nested: dict = {}
+    for assignment in assignments:
+        dotted, sep, value = assignment.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {assignment!r}: write KEY.PATH=VALUE")
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(value)
+    return nested
+
+
 def env_with_venv() -> dict:
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
@@ -66,10 +81,12 @@ def report(name: str, value: float, unit: str, baseline: float, better: str) -> 
     return line
 
 
-def pretrain_like_stage(experiment: str, out: Path, seed: int, steps: int | None = None) -> float:
+def pretrain_like_stage(experiment: str, out: Path, seed: int, steps: int | None = None,
+                        overrides: dict | None = None) -> float:
     """Train ``experiment`` as pretrain@KEY does (params.yaml's pretrain section, the checkout's store) into
-    ``out`` with train.seed = ``seed`` (and train.steps = ``steps`` if given); no W&B, no in-training callback
-    (it changes no weight). Returns the training seconds."""
+    ``out`` with train.seed = ``seed`` (and train.steps = ``steps`` if given, ``overrides`` merged into the
+    base section, see ``parse_overrides``); no W&B, no in-training callback (it changes no weight). Returns
+    the training seconds."""
     import copy
 
     from terrapipe import paths
@@ -77,7 +94,7 @@ def pretrain_like_stage(experiment: str, out: Path, seed: int, steps: int | None
     from terrapipe.train.run import run_experiment
 
     document = copy.deepcopy(yaml.safe_load((REPO / "params.yaml").read_text())["pretrain"])
-    base = document["base"]
+    base = document["base"] = _merge(document["base"], overrides or {})
     base["train"]["seed"] = seed
     base["downstream"]["every"] = 0
     base["tracking"]["wandb"] = "disabled"

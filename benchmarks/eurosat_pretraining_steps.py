@@ -2,7 +2,7 @@
 chip, so that differences of a few chips are not read as results.
 
     python benchmarks/eurosat_pretraining_steps.py [--experiment KEY] [--steps 60 200 500] [--seed 0]
-                                                   [--folds 5] [--task-dir DIR]
+                                                   [--folds 5] [--task-dir DIR] [--set optim.lr=0.001 ...]
 
 Trains the experiment as pretrain@KEY does (benchmarks/_common.pretrain_like_stage) once per --steps value,
 embeds every labelled chip (all partitions: this is a diagnostic of the representation, not the benchmark's
@@ -53,10 +53,24 @@ def cross_validated(features, labels, folds: int, seed: int, knn, classes: int,
     return knn_hits / len(labels), probe_hits / len(labels)
 
 
+def loss_drift(curves: Path, window: int = 10) -> str:
+    """The losses' means over the first and the last ``window`` steps: did the objective learn at all?"""
+    import csv
+
+    rows = list(csv.DictReader(curves.open()))
+    keys = [k for k in rows[0] if k == "info_nce" or k.startswith("patch_disc")]
+
+    def mean(part, key):
+        return sum(float(r[key]) for r in part) / len(part)
+
+    return "  ".join(f"{k.removeprefix('patch_disc/')} {mean(rows[:window], k):.3f}->{mean(rows[-window:], k):.3f}"
+                     for k in keys)
+
+
 def main() -> None:
     import numpy as np
     import torch
-    from _common import pretrain_like_stage
+    from _common import parse_overrides, pretrain_like_stage
 
     from terrapipe import paths
     from terrapipe.config import load_params
@@ -64,6 +78,7 @@ def main() -> None:
     from terrapipe.evals.downstream import evaluate_params, raw_pixel_features
     from terrapipe.evals.embeddings import extract, load_encoder, random_encoder_like
     from terrapipe.portable import pin_cpu_kernels
+    from terrapipe.train.run import CURVES
 
     params = load_params(REPO / "params.yaml")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +88,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="pretraining seed, and the folds'")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--task-dir", type=Path, default=REPO / paths.task_dir("eurosat"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="pretrain.base overrides, e.g. optim.lr=0.001 'sampling.hw_tokens=[2, 4]'")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the raw-pixel and random encoders")
     args = parser.parse_args()
+    overrides = parse_overrides(args.set)
     pin_cpu_kernels()
     evaluation = evaluate_params(params)
     task = read_task("eurosat", args.task_dir)
@@ -95,17 +114,23 @@ def main() -> None:
     print(f"sample-eurosat: {len(labels)} labelled chips, {args.folds}-fold cross-validation (seed {args.seed}); "
           f"kNN k={evaluation.knn.k}, linear probe {PROBE_EPOCHS} epochs", flush=True)
     print(f"{'features':<34} {'knn acc':>8} {'probe acc':>9}")
-    raw = score(raw_pixel_features(task), z_score_knn=True)
-    print(f"{'raw pixels (per-band mean, std)':<34} {raw[0]:>8.3f} {raw[1]:>9.3f}", flush=True)
+    if overrides:
+        print(f"pretrain.base overrides: {overrides}")
+    if not args.no_baselines:
+        raw = score(raw_pixel_features(task), z_score_knn=True)
+        print(f"{'raw pixels (per-band mean, std)':<34} {raw[0]:>8.3f} {raw[1]:>9.3f}", flush=True)
     first = None
     with tempfile.TemporaryDirectory(prefix="terrapipe-steps-") as work:
         for steps in args.steps:
             out = Path(work) / f"steps{steps}"
-            seconds = pretrain_like_stage(args.experiment, out, args.seed, steps)
+            seconds = pretrain_like_stage(args.experiment, out, args.seed, steps, overrides)
             handle = load_encoder(out / "checkpoint.pt")
             first = first or handle
             knn, probe = score(embed(handle))
-            print(f"{f'pretrained {steps} steps ({seconds:.0f} s)':<34} {knn:>8.3f} {probe:>9.3f}", flush=True)
+            print(f"{f'pretrained {steps} steps ({seconds:.0f} s)':<34} {knn:>8.3f} {probe:>9.3f}"
+                  f"   {loss_drift(out / CURVES)}", flush=True)
+    if args.no_baselines:
+        return
     randoms = np.array([score(embed(random_encoder_like(first, s)))
                         for s in evaluation.random_encoder_seeds])
     mean, spread = randoms.mean(0), randoms.std(0, ddof=1)
