@@ -73,6 +73,29 @@ def test_every_seed_experiment_builds_and_gives_finite_losses():
         assert "info_nce" in metrics and "patch_disc" in metrics
 
 
+def test_patch_chance_is_two_tau_log_of_the_decoded_tokens_per_sample():
+    """Without negative masking every row of a sample with c decoded tokens is scored against c columns: the
+    chance level is the mean over samples (c > 0) of 2 tau log c, then over the two views."""
+    import math
+
+    from terrapipe.train.objective import Objective
+
+    config = tiny_config("era5_decode_no_mask_neg")      # plain patch discrimination: no negative is masked
+    batch = one_batch(config, tiny_store())
+    torch.manual_seed(0)
+    _, metrics = Objective(LatentMIM(config)).train()(batch, torch.Generator().manual_seed(1))
+    tau = config.losses.patch.tau
+    for key in config.token_modalities:
+        per_view = []
+        for view in batch.views:
+            counts = (view[key].flatten(1) == MaskValue.DECODER).sum(1).tolist()
+            per_view.append(sum(2 * tau * math.log(c) for c in counts if c) / max(sum(1 for c in counts if c), 1))
+        assert float(metrics[f"patch_disc_chance/{key}"]) == pytest.approx(sum(per_view) / 2, rel=1e-5), key
+    assert float(metrics["patch_disc_chance"]) == pytest.approx(
+        config.losses.patch.weight * sum(float(metrics[f"patch_disc_chance/{k}"]) for k in config.token_modalities),
+        rel=1e-5)
+
+
 def test_band_dropout_rate_zero_is_identity_and_rate_one_keeps_one_band():
     x = torch.rand(64, 4, 4, 3, 12) + 0.1
     groups = ((0, 1, 2, 3), (4, 5, 6, 7, 8, 9), (10, 11))

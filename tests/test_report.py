@@ -44,7 +44,10 @@ def _write(path: Path, text: str | bytes) -> None:
 def write_pretrain(root: Path, key: str, info_nce: np.ndarray, era5: bool) -> None:
     steps = np.arange(1, len(info_nce) + 1)
     columns = {"step": steps, "total": info_nce + 1.0, "patch_disc": np.linspace(2.6, 2.3, len(steps)),
-               "info_nce": info_nce, "lr": np.full(len(steps), 2e-4)}
+               "info_nce": info_nce, "lr": np.full(len(steps), 2e-4),
+               "patch_disc_chance": np.full(len(steps), 2.5), "patch_disc/s2": np.linspace(0.6, 0.45, len(steps)),
+               "patch_disc_chance/s2": np.full(len(steps), 0.6), "patch_disc/srtm": np.zeros(len(steps)),
+               "patch_disc_chance/srtm": np.zeros(len(steps))}   # srtm: every sample skipped, no ratio
     if era5:
         columns["era5_regression_mse"] = np.linspace(0.3, 0.04, len(steps))
     lines = [",".join(columns)] + [",".join(f"{columns[c][i]:.6g}" for c in columns) for i in range(len(steps))]
@@ -243,6 +246,8 @@ def test_full_report_every_image_exists_and_is_referenced(tmp_path, params, keys
         assert key in html
     assert "not evaluated" not in html.lower()
     assert "(random 0.300 ± 0.020)" in html                 # the random encoder's seed-to-seed spread
+    final = lambda start, end: np.mean(np.linspace(start, end, 60)[-10:])  # noqa: E731
+    assert f"{final(2.6, 2.3) / 2.5:.2f} (s2 {final(0.6, 0.45) / 0.6:.2f})" in html   # patch loss over its chance
 
 
 def test_verdicts_follow_the_numbers_a_variant_that_loses(tmp_path, params, keys):

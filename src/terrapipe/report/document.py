@@ -221,12 +221,15 @@ def pretrain_section(inputs: ReportInputs, figures: set[str]) -> Section:
             rows.append((codes[run.key], *["not trained"] * len(present)))
             continue
         rows.append((codes[run.key], *(f"{fmt(float(run.curves[c][0]))} -> {_final(run, c)}" if c in run.curves else "-"
-                                       for c in present)))
+                                       for c in present), _chance_ratio(run)))
     window = inputs.pretrain[0].window if inputs.pretrain else 10
     blocks = (*_missing_block(m for r in inputs.pretrain for m in r.missing),
-              Table(("code", *present), tuple(rows),
+              Table(("code", *present, "patch_disc / chance"), tuple(rows),
                     f"Loss at the first step -> mean of the last {window} steps ± its standard error "
-                    "(step-to-step std / sqrt(steps))."),
+                    "(step-to-step std / sqrt(steps)). patch_disc / chance: the final patch loss over "
+                    "`patch_disc_chance`, the loss of predictions that cannot tell the decoded tokens apart; "
+                    "near 1, the patch objective has taught the encoder nothing (nor do comparisons of such runs "
+                    "measure what the objective learns)."),
               *_image(figures, ERA5_FIGURE, "Seed 000: InfoNCE over optimizer steps for each ERA5 variant in the "
                       "set. Seed 000's exp 15 saw this loss rise with longer training; the pooled-ERA5 "
                       "alternatives should not."),
@@ -248,6 +251,22 @@ TASK_METRIC_TEXT = {
     "probe_micro_f1": "micro-averaged F1 of a linear probe per pixel (for one label per pixel: pixel accuracy)",
     "probe_miou": "mean over classes of intersection over union of a per-patch linear segmentation probe",
 }
+
+
+def _chance_ratio(run) -> str:
+    """Final patch_disc / final patch_disc_chance, by modality in brackets where a run logs them."""
+    from terrapipe.report.stats import window_mean
+
+    if run.curves is None or "patch_disc_chance" not in run.curves:
+        return "-"
+
+    def ratio(name: str) -> float:
+        return (window_mean(run.curves[name], run.window).value
+                / window_mean(run.curves[name.replace("patch_disc", "patch_disc_chance", 1)], run.window).value)
+
+    modalities = [c.split("/", 1)[1] for c in run.curves if c.startswith("patch_disc_chance/")
+                  and window_mean(run.curves[c], run.window).value > 0]
+    return f"{ratio('patch_disc'):.2f} (" + ", ".join(f"{m} {ratio(f'patch_disc/{m}'):.2f}" for m in modalities) + ")"
 
 
 def _final(run, column: str) -> str:

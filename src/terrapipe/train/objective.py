@@ -5,7 +5,8 @@
 L_patch is the configured patch discrimination against the target encoder's tokens; L_era5 is the
 experiment's pooled ERA5 objective (regression MSE or CLIP alignment; 0 when ERA5 is unused or a
 decode-target token, which L_patch then covers). Every loss is computed in fp32 (train/losses.py).
-The metrics report each term unweighted, under the name of what it computes.
+The metrics report each term unweighted, under the name of what it computes, and beside the patch loss its
+chance level (``patch_disc_chance``: the same loss for predictions that cannot tell the decoded tokens apart).
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class Objective(nn.Module):
             patch.append(patch_loss(config.losses.patch, pred, targets, masks))
             for key, value in patch_loss_per_modality(config.losses.patch, pred, targets, masks).items():
                 metrics[f"patch_disc/{key}"] = metrics.get(f"patch_disc/{key}", 0) + value.detach() / 2
+            for key, value in self._chance(pred, targets, masks).items():
+                metrics[key] = metrics.get(key, 0) + value / 2
             pooled.append(encoded.pooled)
             era5.append(self._era5(encoded.pooled, batch, metrics))
         contrast = info_nce(pooled[0], pooled[1], tau=config.losses.info_nce.tau, weight=1.0)
@@ -47,6 +50,18 @@ class Objective(nn.Module):
         metrics.update({"total": total.detach(), "patch_disc": ((patch[0] + patch[1]) / 2).detach(),
                         "info_nce": contrast.detach()})
         return total, metrics
+
+    def _chance(self, pred: dict, targets: dict, masks: dict) -> dict[str, torch.Tensor]:
+        """The patch loss of predictions that cannot tell one decoded token from another (zeros: every kept
+        score is 0, so a row costs 2 tau log of its kept columns, under the same negative masking and sample
+        skipping), in total and per modality: a ``patch_disc`` near it means the objective taught nothing."""
+        config = self.model.config.losses.patch
+        with torch.no_grad():
+            blind = {k: torch.zeros_like(v) for k, v in pred.items()}
+            out = {"patch_disc_chance": patch_loss(config, blind, targets, masks)}
+            out.update({f"patch_disc_chance/{k}": v
+                        for k, v in patch_loss_per_modality(config, blind, targets, masks).items()})
+        return out
 
     def _era5(self, pooled: torch.Tensor, batch, metrics: dict) -> torch.Tensor:
         """The weighted pooled ERA5 term of one view; its unweighted value is added (averaged) to metrics."""
