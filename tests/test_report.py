@@ -41,11 +41,11 @@ def _write(path: Path, text: str | bytes) -> None:
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
 
 
-def write_pretrain(root: Path, key: str, info_nce: np.ndarray, era5: bool) -> None:
+def write_pretrain(root: Path, key: str, info_nce: np.ndarray, era5: bool, chance: float = 2.5) -> None:
     steps = np.arange(1, len(info_nce) + 1)
     columns = {"step": steps, "total": info_nce + 1.0, "patch_disc": np.linspace(2.6, 2.3, len(steps)),
                "info_nce": info_nce, "lr": np.full(len(steps), 2e-4),
-               "patch_disc_chance": np.full(len(steps), 2.5), "patch_disc/s2": np.linspace(0.6, 0.45, len(steps)),
+               "patch_disc_chance": np.full(len(steps), chance), "patch_disc/s2": np.linspace(0.6, 0.45, len(steps)),
                "patch_disc_chance/s2": np.full(len(steps), 0.6), "patch_disc/srtm": np.zeros(len(steps)),
                "patch_disc_chance/srtm": np.zeros(len(steps))}   # srtm: every sample skipped, no ratio
     if era5:
@@ -267,6 +267,18 @@ def test_verdicts_follow_the_numbers_a_variant_that_loses(tmp_path, params, keys
     assert judged(params, tmp_path, h.seed004_vision).verdict == h.SUPPORTED
     assert judged(params, tmp_path, h.seed004_language_lookup).verdict == h.SUPPORTED
     assert judged(params, tmp_path, h.seed004_zero_shot).verdict == h.SUPPORTED
+
+
+def test_a_comparison_of_encoders_left_at_the_patch_chance_level_says_so(tmp_path, params, keys):
+    from terrapipe.report import hypotheses as h
+
+    write_all(tmp_path, keys, eurosat_flips=60)      # patch loss 2.32 against a chance level of 2.5: it learned
+    assert "caveat" not in judged(params, tmp_path, h.seed001_eurosat).sentence
+    write_pretrain(tmp_path, keys["single"], info_nce_curve(1, rises=False), era5=False, chance=2.32)
+    eurosat = judged(params, tmp_path, h.seed001_eurosat)
+    assert eurosat.verdict == h.SUPPORTED                          # the verdict still follows the numbers
+    assert f"`{keys['single']}` ended at 1.00 x its chance level" in eurosat.sentence
+    assert f"`{keys['three']}` ended" not in eurosat.sentence
 
 
 def test_verdicts_follow_the_numbers_a_difference_inside_the_spread(tmp_path, params, keys):

@@ -21,7 +21,7 @@ from terrapipe.report.figures import (
     ERA5_FIGURE,
     experiment_codes,
 )
-from terrapipe.report.hypotheses import Finding, fmt
+from terrapipe.report.hypotheses import Finding, fmt, patch_chance_ratio
 from terrapipe.report.stats import Z
 
 log = logging.getLogger("terrapipe")
@@ -254,19 +254,13 @@ TASK_METRIC_TEXT = {
 
 
 def _chance_ratio(run) -> str:
-    """Final patch_disc / final patch_disc_chance, by modality in brackets where a run logs them."""
-    from terrapipe.report.stats import window_mean
-
-    if run.curves is None or "patch_disc_chance" not in run.curves:
+    """Final patch_disc / its chance level, by modality in brackets (modalities the loss never scored left out)."""
+    total = patch_chance_ratio(run)
+    if total is None:
         return "-"
-
-    def ratio(name: str) -> float:
-        return (window_mean(run.curves[name], run.window).value
-                / window_mean(run.curves[name.replace("patch_disc", "patch_disc_chance", 1)], run.window).value)
-
-    modalities = [c.split("/", 1)[1] for c in run.curves if c.startswith("patch_disc_chance/")
-                  and window_mean(run.curves[c], run.window).value > 0]
-    return f"{ratio('patch_disc'):.2f} (" + ", ".join(f"{m} {ratio(f'patch_disc/{m}'):.2f}" for m in modalities) + ")"
+    modalities = [c.split("/", 1)[1] for c in run.curves if c.startswith("patch_disc_chance/")]
+    ratios = [(m, patch_chance_ratio(run, m)) for m in modalities]
+    return f"{total:.2f} (" + ", ".join(f"{m} {r:.2f}" for m, r in ratios if r is not None) + ")"
 
 
 def _final(run, column: str) -> str:

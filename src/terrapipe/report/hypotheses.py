@@ -37,6 +37,7 @@ ERA5_AUX_LOSS = {"regression": "era5_regression_mse", "clip_alignment": "era5_al
 BANDSET_TASK = "eurosat"                     # seed 001: the bandset change moved EuroSAT only
 DEEPEARTH_MAPE = 3.61                        # seed 002's reported 100 * MAE / 2 (%)
 EARTH4D_HOLDOUTS = ("random", "spatial_all", "temporal")
+NEAR_CHANCE = 0.95           # a final patch loss at >= 95 % of its chance level: the patch objective barely learned
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,29 @@ def _task_comparison(a: EvaluateRun, b: EvaluateRun, task: str) -> Comparison | 
     return compare(Estimate(ta.values["encoder"], ta.encoder_spread), Estimate(tb.values["encoder"], tb.encoder_spread))
 
 
+def patch_chance_ratio(run: PretrainRun, modality: str | None = None) -> float | None:
+    """Final ``patch_disc`` (of ``modality``, or in total) over its chance level ``patch_disc_chance``: near 1,
+    the patch objective taught the encoder nothing. None without those curves or where the chance level is
+    0 (the loss skipped every sample)."""
+    suffix = f"/{modality}" if modality else ""
+    if run.curves is None or f"patch_disc_chance{suffix}" not in run.curves:
+        return None
+    chance = window_mean(run.curves[f"patch_disc_chance{suffix}"], run.window).value
+    return window_mean(run.curves[f"patch_disc{suffix}"], run.window).value / chance if chance > 0 else None
+
+
+def _near_chance_caveat(inputs: ReportInputs, keys) -> str:
+    """A clause naming the compared runs whose patch objective ended near its chance level ('' if none)."""
+    runs = {r.key: r for r in inputs.pretrain}
+    near = [(k, ratio) for k in dict.fromkeys(keys) if k in runs
+            and (ratio := patch_chance_ratio(runs[k])) is not None and ratio >= NEAR_CHANCE]
+    if not near:
+        return ""
+    return ("; caveat: the patch loss of " + ", ".join(f"`{k}` ended at {ratio:.2f} x its chance level" for k, ratio in near)
+            + ", so these encoders are close to their initialisations and the comparison says little about what "
+            "the objective teaches")
+
+
 def _evaluated(inputs: ReportInputs, key: str) -> EvaluateRun | None:
     run = next((e for e in inputs.evaluate if e.key == key), None)
     return run if run is not None and run.tasks else None
@@ -182,7 +206,8 @@ def _pairs_finding(inputs: ReportInputs, pairs: list[tuple[str, str]], tasks_of,
     if not outcomes:
         return NOT_EVALUATED, "; ".join(dict.fromkeys(missing)) or absent
     return (verdict(outcomes, good),
-            "; ".join(parts) + " (± the bootstrap std of the difference over test samples)")
+            "; ".join(parts) + " (± the bootstrap std of the difference over test samples)"
+            + _near_chance_caveat(inputs, [k for pair in pairs for k in pair]))
 
 
 def _outcome_word(c: Comparison) -> str:
