@@ -13,7 +13,8 @@ where its random initialisation started (README, "Downstream evaluation"):
    same modality and sample, less the masked "same target" negatives). Measured on the experiment's own
    training batches (first --steps steps, seed of the experiment, model at initialisation), beside the share
    of samples the masked-negatives rule skips and the loss the run reached (first and last 10 steps of its
-   curves.csv, if the run exists): loss / chance near 1 means the modality taught the encoder nothing.
+   curves.csv, if the run exists), over the chance level it logged for its own batches (patch_disc_chance):
+   near 1, the modality taught the encoder nothing.
 Reads the checkout's store (data/processed/sentinel, era5): run `dvc repro` first.
 """
 from __future__ import annotations
@@ -71,14 +72,21 @@ def chance_per_sample(loss, key: str, mask, target) -> list[tuple[int, float]]:
     return out
 
 
-def reached(curves: Path, key: str, window: int = 10) -> str:
-    if not curves.is_file():
-        return "      -"
-    rows = list(csv.DictReader(curves.open()))
-    if f"patch_disc/{key}" not in rows[0]:
-        return "      -"
-    mean = lambda part: sum(float(r[f"patch_disc/{key}"]) for r in part) / len(part)  # noqa: E731
-    return f"{mean(rows[:window]):.3f} -> {mean(rows[-window:]):.3f}"
+def reached(curves: Path, key: str, window: int = 10) -> tuple[str, float]:
+    """The run's patch loss of ``key`` over its first and last ``window`` steps, and the last over the chance
+    level the run logged for its own batches (``patch_disc_chance/KEY``); ("-", nan) without the run."""
+    rows = list(csv.DictReader(curves.open())) if curves.is_file() else []
+    if not rows or f"patch_disc/{key}" not in rows[0]:
+        return "-", math.nan
+
+    def mean(part, column):
+        return sum(float(r[column]) for r in part) / len(part)
+
+    last = mean(rows[-window:], f"patch_disc/{key}")
+    logged = f"patch_disc_chance/{key}" in rows[0]      # runs trained before the chance level was logged lack it
+    chance = mean(rows[-window:], f"patch_disc_chance/{key}") if logged else math.nan
+    return (f"{mean(rows[:window], f'patch_disc/{key}'):.3f} -> {last:.3f}",
+            last / chance if chance > 0 else math.nan)
 
 
 def main() -> None:
@@ -126,9 +134,7 @@ def main() -> None:
     for key, samples in per_modality.items():
         kept = [value for _, value in samples if value is not None]
         chance = sum(kept) / len(kept) if kept else math.nan
-        got = reached(curves, key)
-        last = float(got.split("->")[-1]) if "->" in got else math.nan
-        ratio = last / chance if chance > 0 else math.nan
+        got, ratio = reached(curves, key)
         print(f"{key:<12} {np.mean([s[0] for s in samples]):>8.1f} {1 - len(kept) / len(samples):>8.2f} "
               f"{chance:>7.3f}   {got:>32}  {ratio:>13.2f}")
 
