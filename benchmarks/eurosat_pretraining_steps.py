@@ -54,17 +54,23 @@ def cross_validated(features, labels, folds: int, seed: int, knn, classes: int,
 
 
 def loss_drift(curves: Path, window: int = 10) -> str:
-    """The losses' means over the first and the last ``window`` steps: did the objective learn at all?"""
+    """The losses' means over the first and the last ``window`` steps, each patch loss also over the chance
+    level the run logged for its last batches: did the objective learn at all?"""
     import csv
 
     rows = list(csv.DictReader(curves.open()))
-    keys = [k for k in rows[0] if k == "info_nce" or k.startswith("patch_disc")]
 
     def mean(part, key):
         return sum(float(r[key]) for r in part) / len(part)
 
-    return "  ".join(f"{k.removeprefix('patch_disc/')} {mean(rows[:window], k):.3f}->{mean(rows[-window:], k):.3f}"
-                     for k in keys)
+    parts = []
+    for key in (k for k in rows[0] if k == "info_nce" or k.startswith("patch_disc") and "chance" not in k):
+        first, last = mean(rows[:window], key), mean(rows[-window:], key)
+        chance_key = key.replace("patch_disc", "patch_disc_chance", 1)
+        chance = mean(rows[-window:], chance_key) if chance_key != key and chance_key in rows[0] else 0.0
+        parts.append(f"{key.removeprefix('patch_disc/')} {first:.3f}->{last:.3f}"
+                     + (f" ({last / chance:.2f} x chance)" if chance > 0 else ""))
+    return "  ".join(parts)
 
 
 def main() -> None:
