@@ -56,6 +56,28 @@ def parse_overrides(assignments: list[str]) -> dict:
     return nested
 
 
+def patch_losses(curves_csv: Path, window: int = 10) -> dict[str, tuple[float, float, float | None]]:
+    """A run's losses from its curves.csv: per column ``info_nce``, ``patch_disc`` and ``patch_disc/<modality>``,
+    (mean of the first ``window`` steps, of the last, the last over the chance level the run logged for those
+    batches: None where it logged none or every sample was skipped)."""
+    import csv
+
+    import numpy as np
+
+    from terrapipe.report.hypotheses import patch_chance_ratio
+
+    with open(curves_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    curves = {name: np.array([float(r[name]) for r in rows]) for name in rows[0]}
+    out = {}
+    for name, values in curves.items():
+        if name == "info_nce" or (name.startswith("patch_disc") and "chance" not in name):
+            modality = name.partition("/")[2] or None
+            ratio = patch_chance_ratio(curves, window, modality) if name != "info_nce" else None
+            out[name] = (float(values[:window].mean()), float(values[-window:].mean()), ratio)
+    return out
+
+
 def env_with_venv() -> dict:
     return {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 

@@ -53,24 +53,13 @@ def cross_validated(features, labels, folds: int, seed: int, knn, classes: int,
     return knn_hits / len(labels), probe_hits / len(labels)
 
 
-def loss_drift(curves: Path, window: int = 10) -> str:
-    """The losses' means over the first and the last ``window`` steps, each patch loss also over the chance
-    level the run logged for its last batches: did the objective learn at all?"""
-    import csv
+def loss_drift(curves: Path) -> str:
+    """The losses over the first and last steps, each patch loss over its chance level: did it learn at all?"""
+    from _common import patch_losses
 
-    rows = list(csv.DictReader(curves.open()))
-
-    def mean(part, key):
-        return sum(float(r[key]) for r in part) / len(part)
-
-    parts = []
-    for key in (k for k in rows[0] if k == "info_nce" or k.startswith("patch_disc") and "chance" not in k):
-        first, last = mean(rows[:window], key), mean(rows[-window:], key)
-        chance_key = key.replace("patch_disc", "patch_disc_chance", 1)
-        chance = mean(rows[-window:], chance_key) if chance_key != key and chance_key in rows[0] else 0.0
-        parts.append(f"{key.removeprefix('patch_disc/')} {first:.3f}->{last:.3f}"
-                     + (f" ({last / chance:.2f} x chance)" if chance > 0 else ""))
-    return "  ".join(parts)
+    return "  ".join(f"{name.removeprefix('patch_disc/')} {first:.3f}->{last:.3f}"
+                     + (f" ({ratio:.2f} x chance)" if ratio is not None else "")
+                     for name, (first, last, ratio) in patch_losses(curves).items())
 
 
 def main() -> None:

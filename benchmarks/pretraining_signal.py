@@ -20,13 +20,13 @@ Reads the checkout's store (data/processed/sentinel, era5): run `dvc repro` firs
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 RULE_STD = 0.25          # the std (x - (mean - 2 std)) / (4 std) gives the statistics' own data
 SITES_SAMPLED = 64       # store rows read for the spread (enough for stable medians, fast on memory maps)
@@ -72,27 +72,11 @@ def chance_per_sample(loss, key: str, mask, target) -> list[tuple[int, float]]:
     return out
 
 
-def reached(curves: Path, key: str, window: int = 10) -> tuple[str, float]:
-    """The run's patch loss of ``key`` over its first and last ``window`` steps, and the last over the chance
-    level the run logged for its own batches (``patch_disc_chance/KEY``); ("-", nan) without the run."""
-    rows = list(csv.DictReader(curves.open())) if curves.is_file() else []
-    if not rows or f"patch_disc/{key}" not in rows[0]:
-        return "-", math.nan
-
-    def mean(part, column):
-        return sum(float(r[column]) for r in part) / len(part)
-
-    last = mean(rows[-window:], f"patch_disc/{key}")
-    logged = f"patch_disc_chance/{key}" in rows[0]      # runs trained before the chance level was logged lack it
-    chance = mean(rows[-window:], f"patch_disc_chance/{key}") if logged else math.nan
-    return (f"{mean(rows[:window], f'patch_disc/{key}'):.3f} -> {last:.3f}",
-            last / chance if chance > 0 else math.nan)
-
-
 def main() -> None:
     import numpy as np
     import torch
     import yaml
+    from _common import patch_losses
 
     from terrapipe import paths
     from terrapipe.data.store import TrainingStore
@@ -131,10 +115,13 @@ def main() -> None:
           f"reached: {curves.relative_to(REPO) if curves.is_relative_to(REPO) else curves})")
     print(f"{'modality':<12} {'decoded':>8} {'skipped':>8} {'chance':>7}   {'reached (first -> last 10 steps)':>32}"
           f"  {'last / chance':>13}")
+    losses = patch_losses(curves) if curves.is_file() else {}
     for key, samples in per_modality.items():
         kept = [value for _, value in samples if value is not None]
         chance = sum(kept) / len(kept) if kept else math.nan
-        got, ratio = reached(curves, key)
+        first, last, ratio = losses.get(f"patch_disc/{key}", (math.nan, math.nan, None))
+        got = "-" if math.isnan(first) else f"{first:.3f} -> {last:.3f}"
+        ratio = math.nan if ratio is None else ratio
         print(f"{key:<12} {np.mean([s[0] for s in samples]):>8.1f} {1 - len(kept) / len(samples):>8.2f} "
               f"{chance:>7.3f}   {got:>32}  {ratio:>13.2f}")
 

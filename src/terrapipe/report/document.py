@@ -255,11 +255,11 @@ TASK_METRIC_TEXT = {
 
 def _chance_ratio(run) -> str:
     """Final patch_disc / its chance level, by modality in brackets (modalities the loss never scored left out)."""
-    total = patch_chance_ratio(run)
+    total = patch_chance_ratio(run.curves, run.window)
     if total is None:
         return "-"
     modalities = [c.split("/", 1)[1] for c in run.curves if c.startswith("patch_disc_chance/")]
-    ratios = [(m, patch_chance_ratio(run, m)) for m in modalities]
+    ratios = [(m, patch_chance_ratio(run.curves, run.window, m)) for m in modalities]
     return f"{total:.2f} (" + ", ".join(f"{m} {r:.2f}" for m, r in ratios if r is not None) + ")"
 
 

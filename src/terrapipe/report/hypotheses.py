@@ -156,22 +156,22 @@ def _task_comparison(a: EvaluateRun, b: EvaluateRun, task: str) -> Comparison | 
     return compare(Estimate(ta.values["encoder"], ta.encoder_spread), Estimate(tb.values["encoder"], tb.encoder_spread))
 
 
-def patch_chance_ratio(run: PretrainRun, modality: str | None = None) -> float | None:
-    """Final ``patch_disc`` (of ``modality``, or in total) over its chance level ``patch_disc_chance``: near 1,
-    the patch objective taught the encoder nothing. None without those curves or where the chance level is
-    0 (the loss skipped every sample)."""
+def patch_chance_ratio(curves: dict | None, window: int, modality: str | None = None) -> float | None:
+    """A run's final ``patch_disc`` (of ``modality``, or in total; mean of the last ``window`` steps of its
+    curves, column -> values) over its chance level ``patch_disc_chance``: near 1, the patch objective taught
+    the encoder nothing. None without those curves or where the chance level is 0 (every sample skipped)."""
     suffix = f"/{modality}" if modality else ""
-    if run.curves is None or f"patch_disc_chance{suffix}" not in run.curves:
+    if curves is None or f"patch_disc_chance{suffix}" not in curves:
         return None
-    chance = window_mean(run.curves[f"patch_disc_chance{suffix}"], run.window).value
-    return window_mean(run.curves[f"patch_disc{suffix}"], run.window).value / chance if chance > 0 else None
+    chance = window_mean(curves[f"patch_disc_chance{suffix}"], window).value
+    return window_mean(curves[f"patch_disc{suffix}"], window).value / chance if chance > 0 else None
 
 
 def _near_chance_caveat(inputs: ReportInputs, keys) -> str:
     """A clause naming the compared runs whose patch objective ended near its chance level ('' if none)."""
     runs = {r.key: r for r in inputs.pretrain}
     near = [(k, ratio) for k in dict.fromkeys(keys) if k in runs
-            and (ratio := patch_chance_ratio(runs[k])) is not None and ratio >= NEAR_CHANCE]
+            and (ratio := patch_chance_ratio(runs[k].curves, runs[k].window)) is not None and ratio >= NEAR_CHANCE]
     if not near:
         return ""
     return ("; caveat: the patch loss of " + ", ".join(f"`{k}` ended at {ratio:.2f} x its chance level" for k, ratio in near)

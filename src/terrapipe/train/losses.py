@@ -156,9 +156,13 @@ def patch_loss(
     loss, times ``weight``. No modality (empty ``pred``) raises ValueError: there is no graph to attach a 0 to."""
     if not pred:
         raise ValueError("patch_loss needs at least one modality")
-    terms = patch_loss_per_modality(config, pred, target, masks)
-    total = sum(config.modality_weights.get(m, 1.0) * v for m, v in terms.items())
-    return total * config.weight
+    return combine_patch_terms(config, patch_loss_per_modality(config, pred, target, masks))
+
+
+def combine_patch_terms(config: PatchLossConfig, terms: dict[str, Tensor]) -> Tensor:
+    """:func:`patch_loss` from its per-modality terms (:func:`patch_loss_per_modality`), so a caller that also
+    logs the terms computes them once."""
+    return sum(config.modality_weights.get(m, 1.0) * v for m, v in terms.items()) * config.weight
 
 
 def info_nce(a: Tensor, b: Tensor, tau: float = 0.1, weight: float = 0.1) -> Tensor:

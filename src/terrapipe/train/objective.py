@@ -15,10 +15,10 @@ from torch import nn
 
 from terrapipe.models.latent_mim import LatentMIM
 from terrapipe.train.losses import (
+    combine_patch_terms,
     era5_mean_regression,
     era5_series_regression,
     info_nce,
-    patch_loss,
     patch_loss_per_modality,
 )
 from terrapipe.train.roles import MaskValue
@@ -38,8 +38,9 @@ class Objective(nn.Module):
         for view in batch.views:
             pred, encoded = model(batch, view, generator)
             masks = {k: view[k].flatten(1) for k in pred}                        # (B, N_m)
-            patch.append(patch_loss(config.losses.patch, pred, targets, masks))
-            for key, value in patch_loss_per_modality(config.losses.patch, pred, targets, masks).items():
+            terms = patch_loss_per_modality(config.losses.patch, pred, targets, masks)
+            patch.append(combine_patch_terms(config.losses.patch, terms))
+            for key, value in terms.items():
                 metrics[f"patch_disc/{key}"] = metrics.get(f"patch_disc/{key}", 0) + value.detach() / 2
             for key, value in self._chance(pred, targets, masks).items():
                 metrics[key] = metrics.get(key, 0) + value / 2
@@ -57,11 +58,9 @@ class Objective(nn.Module):
         skipping), in total and per modality: a ``patch_disc`` near it means the objective taught nothing."""
         config = self.model.config.losses.patch
         with torch.no_grad():
-            blind = {k: torch.zeros_like(v) for k, v in pred.items()}
-            out = {"patch_disc_chance": patch_loss(config, blind, targets, masks)}
-            out.update({f"patch_disc_chance/{k}": v
-                        for k, v in patch_loss_per_modality(config, blind, targets, masks).items()})
-        return out
+            terms = patch_loss_per_modality(config, {k: torch.zeros_like(v) for k, v in pred.items()}, targets, masks)
+            return {"patch_disc_chance": combine_patch_terms(config, terms),
+                    **{f"patch_disc_chance/{k}": v for k, v in terms.items()}}
 
     def _era5(self, pooled: torch.Tensor, batch, metrics: dict) -> torch.Tensor:
         """The weighted pooled ERA5 term of one view; its unweighted value is added (averaged) to metrics."""
