@@ -201,6 +201,8 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True                          # autocast the model on a GPU (losses stay fp32); never on CPU
+    cpu_threads: int | None = Field(2, ge=1)   # torch threads on CPU, fixed: ATen and MKL split sums by thread
+                                               # count, so the bytes would follow the core count (None: one per core)
 
     @model_validator(mode="after")
     def _microbatches_divide(self):

@@ -157,6 +157,8 @@ def train(config: ExperimentConfig, document: dict, arrays: dict, train_rows: np
                           f"evenly over {dist_info.world} ranks; change the batch sizes or the rank count")
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+        if train_cfg.cpu_threads is not None:
+            torch.set_num_threads(train_cfg.cpu_threads)
     torch.manual_seed(train_cfg.seed)                      # the same initial parameters on every rank
     months, chip = arrays["timestamps"].shape[1], arrays[config.mix.encode[0]].shape[1]
     model = LatentMIM(config, months).to(device)
