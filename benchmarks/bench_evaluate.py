@@ -31,7 +31,9 @@ def main() -> None:
     from terrapipe.data.tasks import read_task, tasks_params
     from terrapipe.evals.downstream import evaluate_params, evaluate_task
     from terrapipe.evals.embeddings import load_encoder
+    from terrapipe.portable import pin_cpu_kernels
 
+    pin_cpu_kernels()   # the kernels the evaluate stage runs, before any tensor work
     params = load_params(REPO / "params.yaml")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default=params.pretrain["run"][0])

@@ -118,8 +118,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from terrapipe.data.store import TrainingStore
+    from terrapipe.portable import pin_cpu_kernels
     from terrapipe.train.experiments import load_pretrain, resolve
 
+    print(f"kernels as the stages run them: {pin_cpu_kernels()}")   # before any tensor work
     params = load_pretrain(REPO / "params.yaml")
     key = args.experiment or params.run[0]
     config = resolve(params, key)

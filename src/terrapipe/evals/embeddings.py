@@ -314,6 +314,17 @@ def _batch(handle: EncoderHandle, task: TaskData, rows: np.ndarray, patch: int, 
     return batch.to(handle.device), {k: m.to(handle.device) for k, m in masks.items()}
 
 
+def encoder_input(handle: EncoderHandle, task: TaskData, rows: np.ndarray, patch_size: int | None = None):
+    """The unmasked batch ``extract`` feeds the encoder for ``rows`` of ``task``: (Batch, role masks per
+    modality (B, h, w, T, G), the task's modalities the encoder encodes). For training an encoder on a task
+    end to end (benchmarks/eurosat_supervised.py) with exactly the evaluation's inputs."""
+    keys, steps, patch = _plan(handle, task, patch_size)
+    channels = {k: _channel_index(handle, task, k) for k in keys}
+    stats = {k: _stats(handle, k) for k in keys}
+    batch, masks = _batch(handle, task, np.asarray(rows), patch, steps, channels, stats)
+    return batch, masks, keys
+
+
 # -- pooling ----------------------------------------------------------------------------------------------
 def pool(encoded: EncodedTokens, kind: Kind, spatial_keys: tuple[str, ...]):
     """OlmoEarth's pooling of encoded tokens (section 7 of reference/olmoearth-behaviour.md).
