@@ -212,6 +212,20 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     assert _train(ExperimentConfig.model_validate(other), store, tmp_path / "cut").history[0]["step"] == 1
 
 
+def test_cpu_training_runs_the_configured_thread_count_not_the_machines(tmp_path):
+    """train.cpu_threads sets torch's threads on CPU: ATen and MKL split sums by thread count, so a machine
+    with more cores would otherwise train other bytes."""
+    config = tiny_config("single_bandset_cross_random_masked_neg",
+                         train={"steps": 1, "checkpoint_every": 1, "device": "cpu", "cpu_threads": 1})
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        _train(config, tiny_store(), tmp_path / "run")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_torchrun_two_ranks_match_one_process(tmp_path):
     """Two gloo ranks with half the microbatches each reach the parameters of one process with all."""
     script = tmp_path / "ddp.py"
