@@ -299,6 +299,13 @@ def test_cache_never_calls_the_encoder_twice_and_keys_on_encoder_and_data(handle
     random = dataclasses.replace(random_encoder_like(handle, 0), model=Counting(handle.model))
     cached_embeddings(random, task, "classification", "train", tmp_path)            # another encoder
     assert random.model.calls == 1 and len(list(tmp_path.glob("*.npy"))) == 5
+    threads = torch.get_num_threads()
+    try:                                     # another thread count sums in another order: its own entry
+        torch.set_num_threads(threads + 1)
+        cached_embeddings(random, task, "classification", "train", tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert random.model.calls == 2 and len(list(tmp_path.glob("*.npy"))) == 6
 
 
 def test_clear_errors(checkpoint, handle, tmp_path):

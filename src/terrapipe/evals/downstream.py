@@ -88,7 +88,7 @@ class EvaluateParams(_Section):
     random_encoder_seeds: list[int] = Field([0, 1, 2], min_length=1,
                                             description="random-encoder baseline: mean and std over these inits")
     batch_size: int = Field(64, ge=1, description="samples per encoder forward pass (memory, not results)")
-    cpu_threads: int = Field(1, ge=1, description="torch threads: 1 repeats bit for bit on any machine")
+    cpu_threads: int = Field(2, ge=1, description="torch threads, fixed rather than the core count: the same bits on any machine")
 
     @model_validator(mode="after")
     def _probes_for_probe_tasks(self):

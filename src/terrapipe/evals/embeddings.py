@@ -417,9 +417,13 @@ def task_fingerprint(task: TaskData) -> str:
 
 
 def cache_key(handle: EncoderHandle, task: TaskData, kind: Kind, split: str, patch_size: int) -> dict:
-    """The fields a cached embedding is valid for (written beside it as JSON)."""
+    """The fields a cached embedding is valid for (written beside it as JSON). The torch thread count is one:
+    GEMMs and reductions split their sums by it, so another count gives other low bits."""
+    import torch
+
     return {"encoder": handle.identity, "task": task.name, "data": task_fingerprint(task), "split": split,
-            "kind": kind, "patch_size": patch_size, "pooling_version": POOLING_VERSION}
+            "kind": kind, "patch_size": patch_size, "pooling_version": POOLING_VERSION,
+            "torch_threads": torch.get_num_threads()}
 
 
 def cached_embeddings(handle: EncoderHandle, task: TaskData, kind: Kind, split: str, cache_dir: str | Path, *,
